@@ -1,0 +1,42 @@
+# The README's commands. Every target creates or reuses the virtual environment in .venv/.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Re-install only when the pins or the package metadata change.
+STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | sha1sum | cut -c1-12)
+CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda /usr/local/cuda-13.0))
+export CUDA_HOME
+# Build the CUDA extension for Ampere and Hopper when no GPU is present to detect.
+TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
+export TORCH_CUDA_ARCH_LIST
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup demo test test-quick bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): constraints.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade -c constraints.txt pip setuptools wheel
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: setup
+	$(PY) -m pipelines.demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-quick: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench: setup
+	$(PY) benchmarks/perforated_conv.py
+	$(PY) benchmarks/inference.py
+	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/train_overhead.py
+
+clean-venv:
+	rm -rf $(VENV)

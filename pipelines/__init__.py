@@ -1,0 +1,1 @@
+"""pag-ray pipelines: datasets, Ray Train curriculum, Ray Tune sweeps, MLflow tracking."""
