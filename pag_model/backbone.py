@@ -1,0 +1,100 @@
+"""timm ResNet backbones at output stride 8 (PAG paper, Sec. 4).
+
+The top pooling layers are replaced by atrous convolution: Res4 dilated by 2 and Res5 by 4,
+so features come out at 1/8 of the input resolution. The backbone is the timm model itself
+(not `features_only`), so gates can wrap its blocks in place.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import timm
+import torch
+from timm.models.resnet import Bottleneck, ResNet
+from torch import nn
+
+
+def _tiny(output_stride: int) -> ResNet:
+    """A small bottleneck ResNet (2 blocks per stage, 1/4 width) for tests and the CPU demo."""
+    return ResNet(
+        block=Bottleneck,
+        layers=(2, 2, 2, 2),
+        channels=(16, 32, 64, 128),
+        output_stride=output_stride,
+        num_classes=0,
+        global_pool="",
+    )
+
+
+def _timm(name: str):
+    def build(output_stride: int) -> ResNet:
+        return timm.create_model(name, pretrained=False, output_stride=output_stride, num_classes=0, global_pool="")
+
+    return build
+
+
+BACKBONES = {
+    "resnet50": _timm("resnet50"),
+    "resnet101": _timm("resnet101"),
+    "resnet26": _timm("resnet26"),
+    "resnet_tiny": _tiny,
+}
+
+
+def build_backbone(
+    name: str = "resnet50",
+    pretrained: Optional[str] = None,
+    output_stride: int = 8,
+) -> ResNet:
+    """A timm ResNet without classifier, at the given output stride.
+
+    Args:
+        name: one of BACKBONES.
+        pretrained: None (random init), "timm" (ImageNet weights through timm; needs a network),
+            or a path to a weights file (.safetensors, .pth/.pt/.bin state dict).
+        output_stride: 8 (the paper), 16 or 32.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; allowed: {', '.join(BACKBONES)}")
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    if pretrained == "timm":
+        if name == "resnet_tiny":
+            raise ValueError("backbone 'resnet_tiny' has no published pretrained weights; use pretrained=None")
+        try:
+            return timm.create_model(name, pretrained=True, output_stride=output_stride, num_classes=0, global_pool="")
+        except Exception as err:  # network errors come in many types
+            raise RuntimeError(
+                f"could not download pretrained {name} weights through timm ({err}); "
+                "on machines without a network pass pretrained=<path to a weights file>"
+            ) from err
+    model = BACKBONES[name](output_stride)
+    if pretrained is not None:
+        load_weights(model, pretrained)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load ImageNet weights from a local file into `model`, ignoring the classifier (fc.*)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith(("fc.", "module.fc."))}
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{path}: weights do not fit the backbone; missing {result.missing_keys[:5]}"
+            f"{'...' if len(result.missing_keys) > 5 else ''}, unexpected {result.unexpected_keys[:5]}"
+            f"{'...' if len(result.unexpected_keys) > 5 else ''}"
+        )

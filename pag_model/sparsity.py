@@ -1,0 +1,74 @@
+"""Per-layer KL sparsity loss (PAG paper, Eqs. 5-6).
+
+For each gated layer l, g_l is the mean of its binary mask over the image; the loss is
+lambda * sum_l KL(rho || g_l) with KL(rho||g) = rho log(rho/g) + (1-rho) log((1-rho)/(1-g)).
+The paper penalises each layer separately: a single KL on the average density lets the network
+switch whole layers off instead of learning pixel-wise paths.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .gating import GumbelGate
+
+# g is mapped affinely into [EPS, 1 - EPS] (not clamped) so the loss stays finite at g in {0, 1}
+# and its gradient does not vanish there.
+EPS = 1e-6
+
+
+def check_rho(rho: float) -> float:
+    """Return rho if it lies in (0, 1], else raise naming the value."""
+    if not 0.0 < float(rho) <= 1.0:
+        raise ValueError(f"rho (target density) must be in (0, 1], got {rho}")
+    return float(rho)
+
+
+def kl_divergence(rho: float, g: torch.Tensor) -> torch.Tensor:
+    """KL(rho || g) elementwise for densities g in [0, 1] (Eq. 5), finite at g = 0 and 1."""
+    rho = check_rho(rho)
+    g = g * (1.0 - 2.0 * EPS) + EPS
+    kl = -rho * torch.log(g) - (1.0 - rho) * torch.log1p(-g)
+    # The constant rho log rho + (1-rho) log(1-rho) makes KL(rho||rho) = 0.
+    if rho < 1.0:
+        kl = kl + rho * torch.log(torch.tensor(rho)) + (1.0 - rho) * torch.log(torch.tensor(1.0 - rho))
+    return kl
+
+
+def learned_gates(model: nn.Module) -> list[tuple[str, GumbelGate]]:
+    """(name, gate) for every gate of `model` in "learned" mode, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, GumbelGate) and m.mode == "learned"]
+
+
+def layer_densities(gates: Iterable[tuple[str, GumbelGate]]) -> dict[str, torch.Tensor]:
+    """Per-image density g_l, shape (B,), of each gate's last mask."""
+    out = {}
+    for name, gate in gates:
+        if gate.last_mask is None:
+            raise RuntimeError(f"gate {name} has no mask yet: run a forward pass first")
+        out[name] = gate.last_mask.flatten(1).mean(dim=1)
+    return out
+
+
+def sparsity_loss(model: nn.Module, rho: float, lam: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """lambda * sum over learned gates of KL(rho || g_l), g_l per image, averaged over the batch.
+
+    Args:
+        model: a network whose gates ran a forward pass.
+        rho: target density in (0, 1].
+        lam: weight lambda (>= 0).
+
+    Returns:
+        (loss scalar, {gate name: (B,) densities, detached}).
+    """
+    check_rho(rho)
+    if lam < 0:
+        raise ValueError(f"lambda (sparsity weight) must be >= 0, got {lam}")
+    densities = layer_densities(learned_gates(model))
+    if not densities:
+        zero = next(model.parameters()).new_zeros(())
+        return zero, {}
+    total = sum(kl_divergence(rho, g).mean() for g in densities.values())
+    return lam * total, {k: v.detach() for k, v in densities.items()}
