@@ -168,6 +168,12 @@ class PAGNet(nn.Module):
 
         Returns the names of the parameters left at their initial values.
         """
+        own = self.state_dict()
+        mismatched = [
+            f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state_dict.items() if k in own and own[k].shape != v.shape
+        ]
+        if mismatched:
+            raise ValueError(f"checkpoint does not fit this model: shapes differ for {mismatched[:5]}")
         result = self.load_state_dict(state_dict, strict=False)
         new = [k for k in result.missing_keys if ".gate." in k or k.startswith(("after.", "res6."))]
         bad = sorted(set(result.missing_keys) - set(new))
