@@ -1,0 +1,127 @@
+"""Small file helpers shared by the readers and the format writers.
+
+Readers: open PNG/JPEG images, MATLAB v5 .mat files and JSON, turning every failure into a
+`DatasetError` that names the file. Writers: `atomic_path` gives a temporary name that is
+renamed onto the final one only when the file is complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import scipy.io
+from PIL import Image
+
+from pipelines.datasets.errors import DatasetError
+
+
+def require_file(path: Path) -> Path:
+    """Return `path` if it is an existing file, else raise DatasetError."""
+    if not path.is_file():
+        raise DatasetError(path, "file not found")
+    return path
+
+
+def read_image(path: Path, mode: str) -> np.ndarray:
+    """Decode an image file fully and convert it to PIL `mode` ("RGB", "L", "I;16", "I").
+
+    Returns:
+        (H, W, 3) uint8 for "RGB"; (H, W) uint8 for "L"; (H, W) int32 for "I" / "I;16"
+        (16-bit PNGs keep their full value range).
+    """
+    require_file(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if mode == "RGB":
+                if img.mode != "RGB":
+                    img = img.convert("RGB")
+                return np.asarray(img, dtype=np.uint8)
+            if mode == "L":
+                if img.mode not in ("L", "P"):
+                    raise DatasetError(path, f"expected an 8-bit single-channel PNG, got mode {img.mode}")
+                return np.asarray(img, dtype=np.uint8)
+            if mode == "I":
+                if img.mode not in ("I", "I;16", "I;16B", "L"):
+                    raise DatasetError(path, f"expected a 16-bit single-channel PNG, got mode {img.mode}")
+                return np.asarray(img).astype(np.int32)
+    except DatasetError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(path, f"cannot decode image ({exc})") from exc
+    raise ValueError(f"read_image: unknown mode {mode!r}, expected RGB, L or I")
+
+
+def load_mat(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Load a MATLAB v5 file and check it holds every key in `keys`."""
+    require_file(path)
+    try:
+        mat = scipy.io.loadmat(path)
+    except Exception as exc:  # scipy raises ValueError, TypeError, MatReadError...
+        raise DatasetError(path, f"cannot read MATLAB v5 file ({type(exc).__name__}: {exc})") from exc
+    missing = [k for k in keys if k not in mat]
+    if missing:
+        present = sorted(k for k in mat if not k.startswith("__"))
+        raise DatasetError(path, f"missing key(s) {missing}; file has {present}")
+    return mat
+
+
+def load_json(path: Path) -> Any:
+    """Parse a JSON file."""
+    require_file(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(path, f"invalid JSON ({exc})") from exc
+
+
+def check_size(path: Path, array: np.ndarray, size: tuple[int, int], what: str) -> None:
+    """Raise DatasetError unless `array` is spatially `size` (H, W)."""
+    if tuple(array.shape[:2]) != tuple(size):
+        raise DatasetError(path, f"{what} is {tuple(array.shape[:2])}, expected {tuple(size)} like the image")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` once the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write (H, W, 3) uint8, (H, W) uint8 or (H, W) uint16 as PNG, atomically."""
+    if array.dtype == np.uint16:
+        img = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint16))
+    else:
+        img = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def write_jpeg(path: Path, array: np.ndarray, quality: int = 95) -> None:
+    """Write (H, W, 3) uint8 as JPEG, atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="JPEG", quality=quality)
+
+
+def write_mat(path: Path, data: dict[str, Any]) -> None:
+    """Write a MATLAB v5 file, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            scipy.io.savemat(fh, data, format="5", do_compression=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
