@@ -19,7 +19,8 @@ from typing import Any, Literal, Optional, Sequence, Union
 import yaml
 
 Backbone = Literal["resnet50", "resnet101", "resnet26", "resnet_tiny"]
-Block = Literal["res2", "res3", "res4", "res5", "res6"]
+GatedBlock = Literal["res2", "res3", "res4", "res5"]
+MultiPoolPlace = Literal["res3", "res4", "res5", "res6"]
 Task = Literal["semantic", "depth", "normals", "boundary"]
 TauShape = Literal["linear", "exponential", "cosine"]
 
@@ -88,8 +89,8 @@ class StageConfig:
     lr: float = 2e-4
     lam: float = 1e-4
     rho: Optional[float] = None
-    multipool: Optional[Block] = None
-    gated: tuple[Block, ...] = ()
+    multipool: Optional[MultiPoolPlace] = None
+    gated: tuple[GatedBlock, ...] = ()
     tau_start: float = 1.0
     tau_end: float = 0.1
     tau_shape: TauShape = "linear"

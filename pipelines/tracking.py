@@ -1,0 +1,275 @@
+"""MLflow tracking for staged pipelines and sweeps: runs, metrics, artifacts, front, registry.
+
+- One parent run per pipeline (or sweep), one child run per stage (or trial). Runs are found
+  again by their tags, so re-running a pipeline id, or restarting a stage, continues the same
+  runs instead of creating duplicates; the child run id also travels in every checkpoint.
+- Workers log through `RankZeroLogger`: only world rank 0 talks to MLflow.
+- Params are the flattened config (logged once, when a run is created); metrics carry the
+  training iteration as step; artifacts are the resolved config, metrics JSON and PNGs.
+- Models are logged with a tensor signature and an input example, wrapped in `ExportedPAG`
+  so the pyfunc flavour gets one tensor out; the registry gets versions with aliases
+  (`rho-0.5`, `champion`) and tags (multiply-adds, metrics, stage, pipeline id).
+- With no tracking URI the store is a SQLite file in the run directory, artifacts beside it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipelines.config import flatten
+from pipelines.front import FrontPoint, plot_front, write_front_csv
+
+TAG_PIPELINE = "pag_pipeline_id"
+TAG_KIND = "pag_kind"
+TAG_STAGE = "pag_stage"
+PARENT_TAG = "mlflow.parentRunId"
+_PARAMS_PER_BATCH = 100
+_METRICS_PER_BATCH = 1000
+
+
+def default_tracking_uri(storage_path: str) -> str:
+    """`sqlite:///<storage_path>/mlflow.db` for a local storage path.
+
+    Raises:
+        ValueError: for a remote storage path, where a tracking server URI is required.
+    """
+    if "://" in storage_path:
+        raise ValueError(
+            f"storage_path={storage_path!r} is remote: set tracking.tracking_uri (or --tracking-uri) "
+            "to an MLflow server; the SQLite default only works for a local storage path"
+        )
+    root = Path(storage_path).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def default_artifact_location(tracking_uri: str) -> Optional[str]:
+    """Artifacts beside a SQLite store (MLflow's default would be ./mlruns of the cwd)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return None
+
+
+class ExportedPAG(nn.Module):
+    """A PAGNet seen as one tensor in, one tensor out (what MLflow's pyfunc flavour serves).
+
+    forward(images (B, 3, H, W)) -> (B, C, H, W): the task outputs concatenated on channels
+    in `self.layout` order, e.g. semantic (K channels) then depth (1 channel). `self.net`
+    is the original network (evaluate.py uses it directly for ponder maps).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        tasks: Sequence[str],
+    ) -> None:
+        """
+        Args:
+            net: a network returning a dict of (B, c, H, W) outputs.
+            tasks: the output keys to export, in channel order.
+        """
+        super().__init__()
+        self.net = net
+        self.tasks = tuple(tasks)
+        self.layout: list[tuple[str, int]] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        outputs = self.net(images)
+        parts = [outputs[t] for t in self.tasks]
+        self.layout = [(t, p.shape[1]) for t, p in zip(self.tasks, parts)]
+        return torch.cat(parts, dim=1)
+
+
+class Tracker:
+    """Driver-side MLflow access for one experiment."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        artifact_location: Optional[str] = None,
+    ) -> None:
+        """
+        Args:
+            tracking_uri: `http://host:port`, `sqlite:///path/mlflow.db`, ...
+            experiment: experiment name (created when missing).
+            artifact_location: root for the experiment's artifacts when it is created
+                (default: beside a SQLite store, the server's choice otherwise).
+        """
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            location = artifact_location or default_artifact_location(tracking_uri)
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            self.experiment_id = found.experiment_id
+
+    def parent_run(self, pipeline_id: str, config: dict[str, Any], kind: str = "pipeline") -> str:
+        """The pipeline's run: found by tags, or created with the flattened config as params."""
+        run_id = self._find({TAG_PIPELINE: pipeline_id, TAG_KIND: kind})
+        if run_id is None:
+            tags = {TAG_PIPELINE: pipeline_id, TAG_KIND: kind}
+            run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=pipeline_id).info.run_id
+            self.log_params(run_id, flatten(config))
+            self.log_json(run_id, config, "config/resolved_config.json")
+        self.client.update_run(run_id, status="RUNNING")
+        return run_id
+
+    def child_run(self, parent_id: str, pipeline_id: str, stage: str, params: dict[str, Any]) -> str:
+        """A stage's (or trial's) run under `parent_id`: found by tags, or created."""
+        tags = {TAG_PIPELINE: pipeline_id, TAG_KIND: "stage", TAG_STAGE: stage, PARENT_TAG: parent_id}
+        run_id = self._find(tags)
+        if run_id is None:
+            name = f"{pipeline_id}-{stage}"
+            run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
+            self.log_params(run_id, flatten(params))
+        self.client.update_run(run_id, status="RUNNING")
+        return run_id
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        """Mark a run FINISHED or FAILED."""
+        self.client.set_terminated(run_id, status=status)
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in params.items()]
+        for i in range(0, len(items), _PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[i : i + _PARAMS_PER_BATCH])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        log_metrics(self.client, run_id, metrics, step)
+
+    def log_json(self, run_id: str, obj: Any, artifact_file: str) -> None:
+        """Write `obj` as JSON into the run's artifacts at `artifact_file`."""
+        self.client.log_dict(run_id, obj, artifact_file)
+
+    def log_file(self, run_id: str, path: str | Path, artifact_path: Optional[str] = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_front(self, run_id: str, points: Sequence[FrontPoint], score_label: str) -> tuple[Path, Path]:
+        """The Pareto front CSV and PNG, written to a temp dir and logged under `front/`."""
+        with tempfile.TemporaryDirectory() as tmp:
+            csv_path = write_front_csv(points, Path(tmp) / "front.csv")
+            png_path = plot_front(points, Path(tmp) / "front.png", score_label=score_label)
+            self.log_file(run_id, csv_path, "front")
+            self.log_file(run_id, png_path, "front")
+        return Path("front/front.csv"), Path("front/front.png")
+
+    def log_model(self, run_id: str, model: ExportedPAG, example: torch.Tensor) -> str:
+        """Log `model` to run `run_id` with a tensor signature and `example` (1, 3, H, W).
+
+        Returns the logged model's URI (load it with `mlflow.pytorch.load_model`).
+        """
+        import mlflow
+        from mlflow.models.signature import ModelSignature
+        from mlflow.types.schema import Schema, TensorSpec
+
+        model.eval()
+        with torch.no_grad():
+            out = model(example)
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out.shape[1], -1, -1))]),
+        )
+        mlflow.set_tracking_uri(self.tracking_uri)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=example.numpy(),
+                metadata={"layout": json.dumps(model.layout)},
+                # Pickle keeps the nn.Module (evaluate.py needs .net for ponder maps); pt2
+                # export would trace the Gumbel gates. Explicit requirements skip MLflow's
+                # slow inference of them in a subprocess.
+                serialization_format="pickle",
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "pag-ray"],
+            )
+        # start_run(run_id) on a finished run marks it FINISHED again on exit; fine here.
+        return info.model_uri
+
+    def register(self, name: str, model_uri: str, aliases: Sequence[str], tags: dict[str, Any]) -> str:
+        """Register `model_uri` as a new version of `name` (or reuse the version with the same
+        stage and pipeline tags), set its tags and point each alias at it. Returns the version."""
+        import mlflow
+
+        version = self._find_version(name, tags)
+        if version is None:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.tracking_uri)
+            version = mlflow.register_model(model_uri, name, await_registration_for=60).version
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, str(value))
+        for alias in aliases:
+            self.client.set_registered_model_alias(name, alias, version)
+        return str(version)
+
+    def _find(self, tags: dict[str, str]) -> Optional[str]:
+        clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=" and ".join(clauses), order_by=["attributes.start_time ASC"]
+        )
+        return runs[0].info.run_id if runs else None
+
+    def _find_version(self, name: str, tags: dict[str, Any]) -> Optional[str]:
+        keys = (TAG_PIPELINE, TAG_STAGE)
+        if not all(k in tags for k in keys):
+            return None
+        for mv in self.client.search_model_versions(f"name = '{name}'"):
+            if all(mv.tags.get(k) == str(tags[k]) for k in keys):
+                return mv.version
+        return None
+
+
+class RankZeroLogger:
+    """Metric logging from inside Ray Train workers: world rank 0 logs, the others do nothing."""
+
+    def __init__(
+        self,
+        tracking_uri: Optional[str],
+        run_id: Optional[str],
+        rank: int,
+    ) -> None:
+        """
+        Args:
+            tracking_uri: the pipeline's tracking URI (None disables logging, e.g. benchmarks).
+            run_id: the stage's child run, from the driver or from the checkpoint.
+            rank: this worker's world rank.
+        """
+        self.enabled = rank == 0 and tracking_uri is not None and run_id is not None
+        self.run_id = run_id
+        self.client = None
+        if self.enabled:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.enabled:
+            log_metrics(self.client, self.run_id, metrics, step)
+
+
+def log_metrics(client: Any, run_id: str, metrics: dict[str, float], step: int) -> None:
+    """Log finite numeric metrics at `step` in batches (MLflow rejects NaN in some stores)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [
+        Metric(k, float(v), now, int(step))
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and math.isfinite(float(v))
+    ]
+    for i in range(0, len(items), _METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=items[i : i + _METRICS_PER_BATCH])

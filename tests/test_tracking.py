@@ -1,0 +1,129 @@
+"""Tracking against a real MLflow server (SQLite backend) and a SQLite store without a server."""
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from torch import nn
+
+from pipelines.front import FrontPoint
+from pipelines.tracking import (
+    PARENT_TAG,
+    ExportedPAG,
+    RankZeroLogger,
+    Tracker,
+    default_artifact_location,
+    default_tracking_uri,
+)
+from tests.support.mlflow_server import mlflow_server  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+
+class TwoHeads(nn.Module):
+    """A stand-in dense network: dict of per-task (B, c, H, W) outputs like PAGNet's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sem = nn.Conv2d(3, 4, 1)
+        self.dep = nn.Conv2d(3, 1, 1)
+
+    def forward(self, x):
+        return {"semantic": self.sem(x), "depth": self.dep(x)}
+
+
+@pytest.fixture
+def tracker(mlflow_server):  # noqa: F811
+    return Tracker(mlflow_server.uri, f"exp-{uuid.uuid4().hex[:8]}")
+
+
+def test_parent_and_child_runs_are_found_again(tracker):
+    config = {"pipeline_id": "p1", "train": {"seed": 3}, "stages": [{"name": "base", "iterations": 2}]}
+    parent = tracker.parent_run("p1", config)
+    assert tracker.parent_run("p1", config) == parent
+    child = tracker.child_run(parent, "p1", "base", {"stage": {"name": "base", "iterations": 2}})
+    assert tracker.child_run(parent, "p1", "base", {"stage": {"name": "base"}}) == child
+    other = tracker.child_run(parent, "p1", "gated", {})
+    assert other != child
+
+    client = MlflowClient(tracker.tracking_uri)
+    run = client.get_run(parent)
+    assert run.data.params["train.seed"] == "3"
+    assert run.data.params["stages.base.iterations"] == "2"
+    assert client.get_run(child).data.tags[PARENT_TAG] == parent
+    assert client.get_run(child).data.params["stage.iterations"] == "2"
+    runs = client.search_runs([tracker.experiment_id])
+    assert len(runs) == 3
+    arts = [a.path for a in client.list_artifacts(parent, "config")]
+    assert arts == ["config/resolved_config.json"]
+    tracker.finish(child)
+    assert client.get_run(child).info.status == "FINISHED"
+
+
+def test_rank_zero_logger_logs_only_on_rank_zero(tracker):
+    parent = tracker.parent_run("p2", {})
+    child = tracker.child_run(parent, "p2", "s", {})
+    for rank in (1, 0):
+        logger = RankZeroLogger(tracker.tracking_uri, child, rank)
+        for step in (0, 10, 20):
+            logger.log_metrics({"loss": 100.0 * rank + step, "bad": float("nan")}, step)
+    history = MlflowClient(tracker.tracking_uri).get_metric_history(child, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(0, 0.0), (10, 10.0), (20, 20.0)]
+    assert MlflowClient(tracker.tracking_uri).get_metric_history(child, "bad") == []
+
+
+def test_front_csv_and_png_on_parent(tracker, tmp_path):
+    parent = tracker.parent_run("p3", {})
+    points = [FrontPoint("rho-0_9", 9.0, 0.5), FrontPoint("rho-0_7", 7.0, 0.55), FrontPoint("rho-0_5", 5.0, 0.4)]
+    tracker.log_front(parent, points, "mIoU")
+    client = MlflowClient(tracker.tracking_uri)
+    assert sorted(a.path for a in client.list_artifacts(parent, "front")) == ["front/front.csv", "front/front.png"]
+    local = client.download_artifacts(parent, "front/front.csv", str(tmp_path))
+    rows = {r["name"]: r["on_front"] for r in csv.DictReader(open(local))}
+    # rho-0_9 costs more and scores less than rho-0_7: dominated.
+    assert rows == {"rho-0_9": "False", "rho-0_7": "True", "rho-0_5": "True"}
+
+
+def test_model_logged_registered_and_loaded_by_alias(tracker):
+    name = f"m-{uuid.uuid4().hex[:8]}"
+    parent = tracker.parent_run("p4", {})
+    child = tracker.child_run(parent, "p4", "rho-0_5", {})
+    net = TwoHeads()
+    example = torch.randn(1, 3, 8, 8)
+    uri = tracker.log_model(child, ExportedPAG(net, ["semantic", "depth"]), example)
+    tags = {"pag_pipeline_id": "p4", "pag_stage": "rho-0_5", "macs": 123.0}
+    version = tracker.register(name, uri, ["rho-0_5", "champion"], tags)
+    # Same stage registered again (a re-run): the same version, no duplicate.
+    assert tracker.register(name, uri, ["rho-0_5"], tags) == version
+
+    client = MlflowClient(tracker.tracking_uri)
+    mv = client.get_model_version_by_alias(name, "champion")
+    assert mv.version == version and mv.tags["macs"] == "123.0"
+    assert len(client.search_model_versions(f"name = '{name}'")) == 1
+
+    mlflow.set_tracking_uri(tracker.tracking_uri)
+    loaded = mlflow.pytorch.load_model(f"models:/{name}@rho-0_5")
+    x = torch.randn(2, 3, 8, 8)
+    expected = torch.cat([net.sem(x), net.dep(x)], dim=1)  # channel layout by hand
+    torch.testing.assert_close(loaded(x), expected)
+    info = mlflow.models.get_model_info(f"models:/{name}@champion")
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 3, -1, -1]
+    assert list(info.signature.outputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 5, -1, -1]
+
+
+def test_sqlite_default_store_in_run_directory(tmp_path):
+    uri = default_tracking_uri(str(tmp_path / "runs"))
+    assert uri == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    assert default_artifact_location(uri) == (tmp_path / "runs" / "mlartifacts").as_uri()
+    tracker = Tracker(uri, "local")
+    parent = tracker.parent_run("p5", {"a": 1})
+    tracker.log_json(parent, {"x": 1}, "metrics/final.json")
+    assert (tmp_path / "runs" / "mlflow.db").is_file()
+    assert list((tmp_path / "runs" / "mlartifacts").rglob("final.json"))
+    with pytest.raises(ValueError, match="s3://b/p"):
+        default_tracking_uri("s3://b/p")
