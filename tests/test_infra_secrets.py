@@ -1,0 +1,99 @@
+"""pipelines.secrets: credentials are masked in dicts, flattened params and free text.
+
+Expected outputs are written out by hand; each case names the kind of secret it covers.
+"""
+from __future__ import annotations
+
+import pytest
+
+from pipelines.secrets import MASK, env_secrets, is_secret_key, redact, redact_text
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password", "db_password", "AWS_SECRET_ACCESS_KEY", "aws_access_key_id", "awsSecretAccessKey",
+        "MLFLOW_TRACKING_TOKEN", "RAY_AUTH_TOKEN", "api_key", "apikey", "client_secret",
+        "Authorization", "storage.credentials.region", "X-Amz-Signature", "private_key",
+    ],
+)
+def test_secret_keys(key):
+    assert is_secret_key(key)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "tracking_uri", "storage_path", "RAY_AUTH_TOKEN_PATH", "secret_name", "RAY_AUTH_MODE",
+        "s3_key", "num_workers", "tokenizer", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "keyword",
+    ],
+)
+def test_keys_that_only_name_a_place_or_setting_are_kept(key):
+    assert not is_secret_key(key)
+
+
+def test_nested_config_values_under_secret_keys_are_masked():
+    config = {
+        "tracking": {"tracking_uri": "http://mlflow:5000", "password": "hunter2"},
+        "storage": {"aws_secret_access_key": "abc/def", "region": "us-east-1"},
+        "credentials": {"user": "bob", "key": 17, "enabled": True},
+        "stages": [{"name": "base", "api_token": "t0k", "lr": 0.1}],
+        "token": None,
+        "count": 3,
+    }
+    assert redact(config) == {
+        "tracking": {"tracking_uri": "http://mlflow:5000", "password": MASK},
+        "storage": {"aws_secret_access_key": MASK, "region": "us-east-1"},
+        "credentials": {"user": MASK, "key": MASK, "enabled": True},
+        "stages": [{"name": "base", "api_token": MASK, "lr": 0.1}],
+        "token": None,
+        "count": 3,
+    }
+    # The input is not modified.
+    assert config["tracking"]["password"] == "hunter2"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("postgresql://mlflow:pg-pass-1@db:5432/mlflow", "postgresql://mlflow:***@db:5432/mlflow"),
+        ("s3://minio:minio123@store.local/bucket/x", "s3://minio:***@store.local/bucket/x"),
+        ("http://user@host:5000/path", "http://user@host:5000/path"),
+        ("http://127.0.0.1:5000/api", "http://127.0.0.1:5000/api"),
+        ("key id AKIAIOSFODNN7EXAMPLE in a log", "key id *** in a log"),
+        ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG", "AWS_SECRET_ACCESS_KEY=***"),
+        ('{"password": "a b c", "user": "bob"}', '{"password": "***", "user": "bob"}'),
+        ("db_password: 'x y'\nport: 5432", "db_password: '***'\nport: 5432"),
+        ("http://h/o?X-Amz-Signature=abcd1234&x=1", "http://h/o?X-Amz-Signature=***&x=1"),
+        ("Authorization: Bearer abcdefghijkl", "Authorization: *** ***"),
+        ("header bearer abcdefghijkl end", "header bearer *** end"),
+        ("RAY_AUTH_TOKEN_PATH=/tmp/auth_token", "RAY_AUTH_TOKEN_PATH=/tmp/auth_token"),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\nabc\n-----END RSA PRIVATE KEY-----",
+            "***",
+        ),
+    ],
+)
+def test_text_patterns(text, expected):
+    assert redact_text(text) == expected
+
+
+def test_environment_secret_is_masked_wherever_it_appears(monkeypatch):
+    planted = "pl4nted-Secret-Value-91"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", planted)
+    monkeypatch.setenv("SOME_PATH", "/not/a/secret/at/all")
+    assert planted in env_secrets()
+    assert "/not/a/secret/at/all" not in env_secrets()
+    config = {"note": f"endpoint used {planted} by mistake", "list": [planted, "ok"]}
+    assert redact(config) == {"note": "endpoint used *** by mistake", "list": [MASK, "ok"]}
+    assert redact_text(f"--set x={planted}") == "--set x=***"
+
+
+def test_short_environment_values_are_not_replaced_literally(monkeypatch):
+    # A 4-character "secret" would otherwise mask every occurrence of a common substring.
+    monkeypatch.setenv("MY_TOKEN", "demo")
+    assert redact_text("demo config") == "demo config"
+
+
+def test_extra_secrets_and_tuples():
+    assert redact(("a-known-secret", 1), extra_secrets=["a-known-secret"]) == (MASK, 1)
