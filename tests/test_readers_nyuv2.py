@@ -147,3 +147,17 @@ def test_bad_class_mapping(tmp_path):
     write_small(tmp_path, np.zeros((2, 3, 2), np.uint16), m)
     with pytest.raises(DatasetError, match=r"classMapping40\.mat: mapClass values 0\.\.41"):
         NYUv2Reader(tmp_path).read("test", "0001")
+
+
+def test_reader_pickles_for_ray_workers_and_rejects_bad_ids(nyu_root):
+    import pickle
+
+    reader = NYUv2Reader(nyu_root)
+    first = reader.sample_ids("train")[0]
+    before = reader.read("train", first)  # fills the reader's caches
+    clone = pickle.loads(pickle.dumps(reader))
+    assert np.array_equal(clone.read("train", first).semantic, before.semantic)
+    with pytest.raises(DatasetError, match="not a 1-based image index"):
+        reader.read("train", "abc")
+    with pytest.raises(DatasetError, match="image index 99 out of range 1..3"):
+        reader.read("train", "0099")

@@ -147,3 +147,15 @@ def test_bad_labels_json_and_rescale(tmp_path):
         Stanford2D3DReader(tmp_path, rescale=1, keep_rows=(0.0, 1.0)).read("train", sample_id)
     with pytest.raises(ValueError, match="rescale=0.3"):
         Stanford2D3DReader(tmp_path, rescale=0.3)
+
+
+def test_reader_pickles_and_rejects_bad_ids(s2d3d_root):
+    import pickle
+
+    reader = Stanford2D3DReader(s2d3d_root)
+    sample_id = reader.sample_ids("val")[0]
+    before = reader.read("val", sample_id)
+    clone = pickle.loads(pickle.dumps(reader))
+    assert np.array_equal(clone.read("val", sample_id).normals, before.normals)
+    with pytest.raises(DatasetError, match="is not '<area>/<file stem>'"):
+        reader.read("val", "no_area_here")

@@ -81,6 +81,8 @@ class NYUv2Reader:
         return [f"{int(i):04d}" for i in self._splits()[split]]
 
     def read(self, split: str, sample_id: str) -> Sample:
+        if not sample_id.isdigit():
+            raise DatasetError(self.mat_path, f"sample id {sample_id!r} is not a 1-based image index like '0001'")
         index = int(sample_id) - 1
         image, depth, raw = self._load(index)
         semantic = self._map_labels(raw)

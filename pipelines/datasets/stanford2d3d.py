@@ -103,7 +103,9 @@ class Stanford2D3DReader:
         return self._lut
 
     def read(self, split: str, sample_id: str) -> Sample:
-        area, stem = sample_id.split("/", 1)
+        if sample_id.count("/") != 1:
+            raise DatasetError(self.root, f"sample id {sample_id!r} is not '<area>/<file stem>'")
+        area, stem = sample_id.split("/")
         pano = self.root / area / "pano"
         paths = {k: pano / folder / f"{stem}_{k}.png" for k, folder in
                  (("rgb", "rgb"), ("depth", "depth"), ("normals", "normal"), ("semantic", "semantic"))}
