@@ -80,8 +80,20 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return ry @ rx @ rz
 
 
-def _shade(points, normals, cls, segments, hit, looks, light, point_light, rng) -> np.ndarray:
-    """RGB per ray: class colour x checker x Lambert shading, per-segment tint, sensor noise."""
+def _shade(
+    points: np.ndarray,
+    normals: np.ndarray,
+    cls: np.ndarray,
+    segments: np.ndarray,
+    hit: np.ndarray,
+    looks: list,
+    light: np.ndarray,
+    point_light: bool,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """(N, 3) float RGB per ray: class colour x checker x Lambert shading, per-segment tint,
+    sensor noise. points/normals (N, 3), cls/segments/hit (N,); `light` is a position if
+    `point_light` else a direction towards the light."""
     base = np.array([look[0] for look in looks], float)[cls] / 255.0
     period = np.array([look[1] for look in looks])[cls]
     contrast = np.array([look[2] for look in looks])[cls]

@@ -157,8 +157,17 @@ class Stanford2D3DReader:
         sample.check()
         return sample
 
-    def _reference_angle(self, sample_id, normals, depth, semantic, normals_valid, full_height) -> float | None:
-        """theta0 from the CSV, else estimated; None when no wall anchors it."""
+    def _reference_angle(
+        self,
+        sample_id: str,
+        normals: np.ndarray,
+        depth: np.ndarray,
+        semantic: np.ndarray,
+        normals_valid: np.ndarray,
+        full_height: int,
+    ) -> float | None:
+        """theta0 from the CSV, else estimated from the rescaled (uncropped) maps; None when
+        no wall anchors it (the sample's normals are then marked invalid)."""
         if self.angles is not None:
             if sample_id not in self.angles:
                 raise DatasetError(self.root, f"reference-angle CSV has no row for {sample_id!r}")
