@@ -135,3 +135,37 @@ def test_classes_separable_by_colour(kind):
     accuracy = (pred == test.semantic.ravel()).mean()
     present = len(np.unique(test.semantic))
     assert accuracy > 3.0 / present
+
+
+def test_ray_casting_hand_computed_hits():
+    from pipelines.datasets.geometry import Box, Plane, Sphere, cast
+
+    prims = [
+        Plane(np.array([0.0, -1.0, 0.0]), -2.0, 0, 1),  # floor y = 2 seen from above (y down)
+        Box(np.array([-1.0, -1.0, 4.0]), np.array([1.0, 1.0, 6.0]), 1, 2),
+        Sphere(np.array([0.0, 0.0, 3.0]), 0.5, 2, 3),
+        Box(np.array([2.0, -0.5, -0.5]), np.array([3.0, 0.5, 0.5]), 1, 4),  # beside the camera
+    ]
+    dirs = np.array([
+        [0.0, 0.0, 1.0],    # through the sphere's centre: t = 2.5, normal (0, 0, -1)
+        [0.9, 0.0, 4.0],    # misses the sphere, enters the box's front face at z = 4: t = 1
+        [0.0, 1.0, 1.0],    # down to the floor: y = 2 at t = 2, normal (0, -1, 0)
+        [0.0, -1.0, 0.0],   # straight up: nothing
+        [1.0, 0.0, 0.2],    # sideways into the second box's -x face: x = 2 at t = 2
+    ])
+    hits = cast(np.zeros(3), dirs, prims)
+    assert np.allclose(hits.t[[0, 1, 2, 4]], [2.5, 1.0, 2.0, 2.0]) and np.isinf(hits.t[3])
+    assert hits.prim.tolist() == [2, 1, 0, -1, 3]
+    assert np.allclose(hits.normal[[0, 1, 2, 4]], [[0, 0, -1], [0, 0, -1], [0, -1, 0], [-1, 0, 0]])
+    assert np.all(hits.normal[3] == 0)
+
+
+def test_culling_matches_brute_force_nearest_hit():
+    from pipelines.datasets import layouts
+    from pipelines.datasets.geometry import cast
+
+    prims, _ = layouts.room(np.random.default_rng(3), panorama=True)
+    dirs = np.random.default_rng(4).normal(size=(4000, 3))
+    hits = cast(np.zeros(3), dirs, prims)
+    brute = np.stack([p.hit(np.zeros(3), dirs) for p in prims])  # every primitive, every ray
+    assert np.allclose(hits.t, brute.min(0)) and np.array_equal(hits.prim, brute.argmin(0))
