@@ -4,8 +4,9 @@ Each image is reduced at once to its (99, 4) counts (cntR, sumR, cntP, sumP per
 threshold; `boundary_counts`), which is the whole mergeable state: shards evaluated on
 different workers are combined by concatenating their per-image counts, and ODS/OIS/AP
 are computed from the merged arrays exactly as `edgesEvalDir` does (`boundary_scores`).
-Images are spread over a process pool (`spawn` processes, so it is safe inside threaded
-programs such as Ray workers); `workers=1` evaluates in the calling process.
+Images are spread over a process pool (forkserver processes, safe inside threaded programs
+such as Ray workers; the pool lives as long as the meter or until `close()`); `workers=1`
+evaluates in the calling process.
 """
 from __future__ import annotations
 
@@ -93,7 +94,11 @@ class BoundaryMeter:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+            # forkserver: safe in threaded parents (Ray workers, torch), and the server imports
+            # the evaluation code once, so each worker starts without re-importing torch.
+            context = get_context("forkserver")
+            context.set_forkserver_preload(["pag_model.metrics.boundary_counts"])
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
             weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
         return self._pool
 
@@ -171,10 +176,11 @@ class BoundaryMeter:
         figure = Figure(figsize=(5, 5))
         FigureCanvasAgg(figure)
         axes = figure.add_subplot(1, 1, 1)
-        recall_grid = np.linspace(0.01, 1.0, 100)
         for f in np.arange(0.1, 1.0, 0.1):
+            # Iso-F line: P = F R / (2R - F), defined for R > F / 2.
+            recall_grid = np.linspace(f / 2 + 1e-3, 1.0, 200)
             precision = f * recall_grid / (2 * recall_grid - f)
-            ok = (precision > 0) & (precision <= 1)
+            ok = precision <= 1
             axes.plot(recall_grid[ok], precision[ok], color="0.85", linewidth=0.8)
         axes.plot(curve["recall"], curve["precision"], linewidth=2, label=f"{label} [F={scores['ods_f']:.3f}]")
         axes.plot([scores["ods_r"]], [scores["ods_p"]], "o", color="black")

@@ -54,7 +54,7 @@ def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
     unique_r, first = np.unique(recall, return_index=True)
     if len(unique_r) <= 1:
         return 0.0
-    grid = np.linspace(0.0, 1.0, 101)
+    grid = np.arange(101) / 100.0
     inside = (grid >= unique_r[0]) & (grid <= unique_r[-1])
     return float(np.interp(grid[inside], unique_r, precision[first]).sum() / 100.0)
 

@@ -110,15 +110,18 @@ class NormalsMeter:
         meter.within = np.asarray(state["within"], dtype=np.int64).copy()
         return meter
 
-    def _median(self) -> float:
-        """Median of the pooled angles from the histogram (linear within the bin)."""
-        # numpy's median of n values sits at the 0-based rank (n - 1) / 2.
-        rank = (self.count - 1) / 2.0
+    def _order_statistic(self, rank: int) -> float:
+        """The angle of 0-based rank `rank`, placed uniformly inside its histogram bin."""
         cumulative = np.cumsum(self.histogram)
         b = int(np.searchsorted(cumulative, rank, side="right"))
-        before = cumulative[b - 1] if b > 0 else 0
-        fraction = (rank - before + 0.5) / self.histogram[b]
-        return (b + fraction) * self.bin_width
+        before = int(cumulative[b - 1]) if b > 0 else 0
+        return (b + (rank - before + 0.5) / self.histogram[b]) * self.bin_width
+
+    def _median(self) -> float:
+        """numpy's median (mean of the two middle values for even counts), from the histogram."""
+        low = (self.count - 1) // 2
+        high = self.count // 2
+        return 0.5 * (self._order_statistic(low) + self._order_statistic(high))
 
     def compute(self) -> dict[str, float]:
         """Angles in degrees; within_* are fractions in [0, 1]."""
