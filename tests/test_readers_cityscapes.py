@@ -128,3 +128,17 @@ def test_mismatched_size_and_truncated_image(tmp_path):
 def test_not_a_cityscapes_tree(tmp_path):
     with pytest.raises(DatasetError, match="expected leftImg8bit/"):
         CityscapesReader(tmp_path)
+
+
+def test_generator_command_line_writes_a_readable_tree(tmp_path, capsys):
+    from pipelines.datasets.write_formats import main
+
+    root = main(["--dataset", "cityscapes", "--out", str(tmp_path / "c"), "--split", "val=2", "--size", "16x32", "--seed", "3"])
+    assert capsys.readouterr().out.strip() == str(root)
+    reader = CityscapesReader(root)
+    assert reader.splits() == ["val"] and len(reader.sample_ids("val")) == 2
+    assert reader.read("val", reader.sample_ids("val")[1]).image.shape == (16, 32, 3)
+    with pytest.raises(SystemExit):
+        main(["--dataset", "cityscapes", "--out", str(tmp_path / "d"), "--split", "extra=1"])
+    with pytest.raises(ValueError, match="asks for no scenes"):
+        write_dataset("nyuv2", tmp_path / "e", {"train": 0})

@@ -13,9 +13,13 @@ way the publisher ships the dataset, so every reader runs end to end on them:
 `planned_scenes` lists what `write_dataset` writes (split, sample id, scene seed, kind, size)
 so tests can re-render the exact ground truth with `render_scene`. Every file is written
 atomically. The format-specific encoders live in `encoders.py`.
+
+    python -m pipelines.datasets.write_formats --dataset nyuv2 --out data/nyuv2 \
+        --split train=16 --split test=4 --size 240x320 --seed 0
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +116,8 @@ def write_dataset(
     """
     root = Path(root)
     plans = planned_scenes(name, n_per_split, size, seed)
+    if not plans:
+        raise ValueError(f"{name}: n_per_split={n_per_split} asks for no scenes")
     scenes = [(plan, plan.render()) for plan in plans]
     if name == "bsds500":
         for plan, scene in scenes:
@@ -129,3 +135,31 @@ def write_dataset(
 def annotator_seed(plan: PlannedScene) -> int:
     """Seed of the simulated BSDS annotators for a planned scene."""
     return plan.seed + 77
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Command line: write one generated dataset tree and print its root."""
+    parser = argparse.ArgumentParser(description="Write generated scenes in a dataset's published format.")
+    parser.add_argument("--dataset", required=True, choices=sorted(DEFAULT_SPLITS))
+    parser.add_argument("--out", required=True, help="output directory (the reader's root)")
+    parser.add_argument("--split", action="append", default=[], metavar="NAME=N", help="scenes per split (repeat)")
+    parser.add_argument("--size", default=None, metavar="HxW", help="image size, e.g. 240x320")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        splits = {k: int(v) for k, v in (item.split("=") for item in args.split)} or None
+        size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
+    except ValueError:
+        parser.error(f"--split must be NAME=N and --size HxW, got {args.split} and {args.size!r}")
+    if size is not None and len(size) != 2:
+        parser.error(f"--size must be HxW, got {args.size!r}")
+    try:
+        root = write_dataset(args.dataset, args.out, splits, size, args.seed)
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(root)
+    return root
+
+
+if __name__ == "__main__":
+    main()
