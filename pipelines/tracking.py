@@ -26,6 +26,7 @@ from torch import nn
 
 from pipelines.config import flatten
 from pipelines.front import FrontPoint, plot_front, write_front_csv
+from pipelines.secrets import redact
 
 TAG_PIPELINE = "pag_pipeline_id"
 TAG_KIND = "pag_kind"
@@ -121,8 +122,9 @@ class Tracker:
         if run_id is None:
             tags = {TAG_PIPELINE: pipeline_id, TAG_KIND: kind}
             run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=pipeline_id).info.run_id
-            self.log_params(run_id, flatten(config))
-            self.log_json(run_id, config, "config/resolved_config.json")
+            # Credentials (a tracking URI with a password, S3 keys) never reach MLflow.
+            self.log_params(run_id, flatten(redact(config)))
+            self.log_json(run_id, redact(config), "config/resolved_config.json")
         self.client.update_run(run_id, status="RUNNING")
         return run_id
 
@@ -133,7 +135,7 @@ class Tracker:
         if run_id is None:
             name = f"{pipeline_id}-{stage}"
             run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
-            self.log_params(run_id, flatten(params))
+            self.log_params(run_id, flatten(redact(params)))
         self.client.update_run(run_id, status="RUNNING")
         return run_id
 

@@ -1,0 +1,246 @@
+"""The training loop every Ray Train worker runs: one stage of the curriculum, or one sweep trial.
+
+`train_loop_per_worker(config)` unpacks its config at the top, takes its dataset shard,
+builds and prepares the model (DDP through Ray Train: gloo on CPU, NCCL on GPU), then runs
+SGD with momentum and the poly LR policy on the task losses + lambda * sum_l KL(rho || g_l)
+(paper Eq. 6), annealing the Gumbel temperature. Nothing here knows about stages or
+trials: the caller passes the model arguments, the schedule and where to start from.
+
+Checkpoints (a directory with `state.pt`, written through `ray.train.report`, so Ray makes
+them atomic) hold the model, optimizer, scheduler, iteration, tau schedule, the MLflow run
+id and the model/stage settings needed to rebuild the network. A non-finite loss stops every
+worker at the same iteration and reports `nonfinite_loss`; the last good checkpoint stays.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from pag_model import PAGNet, TauSchedule, sparsity_loss, task_loss
+
+STATE_FILE = "state.pt"
+
+
+def build_model(model: dict[str, Any], stage: dict[str, Any]) -> PAGNet:
+    """The PAGNet of one stage: fixed model settings + the stage's MultiPool and gates."""
+    return PAGNet(
+        backbone=model["backbone"],
+        tasks=tuple(model["tasks"]),
+        num_classes=model["num_classes"],
+        multipool=stage.get("multipool"),
+        multipool_variant=model["multipool_variant"],
+        dilations=tuple(model["dilations"]),
+        gated=tuple(stage.get("gated") or ()),
+        pretrained=model.get("pretrained"),
+        head_channels=model["head_channels"],
+    )
+
+
+def poly_lambda(iterations: int, power: float):
+    """LR factor (1 - it / iterations) ** power (the paper's poly policy)."""
+    return lambda it: max(0.0, 1.0 - it / iterations) ** power
+
+
+def load_state(checkpoint_dir: str | Path) -> dict[str, Any]:
+    """The dict saved by `save_state` in a checkpoint directory (local path)."""
+    path = Path(checkpoint_dir) / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a checkpoint of this pipeline (no {STATE_FILE})")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def save_state(directory: str | Path, state: dict[str, Any]) -> None:
+    torch.save(state, Path(directory) / STATE_FILE)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point. Keys of `config`:
+
+    model (dict, ModelConfig fields), stage (dict, StageConfig fields), train (dict,
+    TrainConfig fields), init_checkpoint
+    (previous stage: local dir or ray.train.Checkpoint, or None),
+    tracking_uri and run_id (MLflow; None disables logging), eval (dict of evaluate.py's
+    `eval_batches` arguments, or None).
+    """
+    import ray.train
+    import ray.train.torch
+
+    from pipelines.datasets.ray_pipeline import to_torch_batch
+    from pipelines.tracking import RankZeroLogger
+
+    model_cfg: dict = config["model"]
+    stage: dict = config["stage"]
+    train: dict = config["train"]
+    init_checkpoint: Any = config.get("init_checkpoint")
+    eval_cfg: Optional[dict] = config.get("eval")
+    iterations: int = stage["iterations"]
+    rho: Optional[float] = stage.get("rho")
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(train["seed"] + rank)
+    device = ray.train.torch.get_device()
+
+    net = build_model(model_cfg, stage)
+    resume = ray.train.get_checkpoint()
+    state: dict[str, Any] = {}
+    if resume is not None:
+        with resume.as_directory() as ckpt_dir:
+            state = load_state(ckpt_dir)
+        net.load_state_dict(state["model"])
+    elif isinstance(init_checkpoint, (str, Path)):
+        net.load_stage_state(load_state(init_checkpoint)["model"])
+    elif init_checkpoint is not None:  # a ray.train.Checkpoint, possibly on S3
+        with init_checkpoint.as_directory() as ckpt_dir:
+            net.load_stage_state(load_state(ckpt_dir)["model"])
+    run_id = state.get("run_id") or config.get("run_id")
+
+    model = ray.train.torch.prepare_model(net)
+    optimizer = torch.optim.SGD(
+        net.parameters(), lr=stage["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"]
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(iterations, train["poly_power"]))
+    tau = TauSchedule(stage["tau_start"], stage["tau_end"], iterations, stage["tau_shape"])
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        tau.load_state_dict(state["tau"])
+    it = int(state.get("iteration", 0))
+
+    shard = ray.train.get_dataset_shard("train")
+    logger = RankZeroLogger(config.get("tracking_uri"), run_id, rank)
+    use_bf16 = bool(train["bf16"]) and device.type == "cuda"
+    tasks = tuple(model_cfg["tasks"])
+    window: list[float] = []
+    tick = time.perf_counter()
+
+    while it < iterations:
+        model.train()
+        for batch in shard.iter_torch_batches(
+            batch_size=train["batch_size"], collate_fn=to_torch_batch, drop_last=True
+        ):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            net.set_tau(tau.value(it))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                outputs = model(batch["image"])
+                loss_task, parts = task_loss(outputs, batch, tasks)
+                loss_sparse, densities = (
+                    sparsity_loss(net, rho, stage["lam"]) if rho is not None else (loss_task.new_zeros(()), {})
+                )
+                loss = loss_task + loss_sparse
+            if not _all_finite(loss, world, device):
+                _stop_nonfinite(stage["name"], it, float(loss), logger)
+                return
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            it += 1
+            window.append(float(loss))
+
+            if it % train["log_every"] == 0 or it == iterations:
+                now = time.perf_counter()
+                metrics = {
+                    "train/loss": sum(window) / len(window),
+                    "train/sparsity_loss": float(loss_sparse),
+                    "train/lr": scheduler.get_last_lr()[0],
+                    "train/tau": tau.value(it),
+                    "train/sec_per_iter": (now - tick) / len(window),
+                    **{f"train/loss_{k}": float(v) for k, v in parts.items()},
+                    **{f"train/density/{k}": float(v.mean()) for k, v in densities.items()},
+                }
+                logger.log_metrics(metrics, it)
+                if rank == 0:
+                    print(
+                        f"[{stage['name']}] iteration {it}/{iterations} loss {metrics['train/loss']:.4f} "
+                        f"tau {metrics['train/tau']:.3f} {metrics['train/sec_per_iter']:.3f} s/it",
+                        flush=True,
+                    )
+                window, tick = [], now
+            if eval_cfg and train["eval_every"] and it % train["eval_every"] == 0 and it < iterations:
+                _periodic_eval(net, eval_cfg, model_cfg, rank, logger, it, device)
+            if it % train["checkpoint_every"] == 0 or it == iterations:
+                _report(net, optimizer, scheduler, tau, it, run_id, model_cfg, stage, rank, float(loss))
+            if it >= iterations:
+                break
+
+
+def _all_finite(loss: torch.Tensor, world: int, device: torch.device) -> bool:
+    """Whether every worker's loss is finite (one tiny all-reduce, so all stop together)."""
+    bad = torch.tensor([0.0 if math.isfinite(float(loss)) else 1.0], device=device)
+    if world > 1 and dist.is_initialized():
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return bad.item() == 0.0
+
+
+def _stop_nonfinite(stage: str, it: int, loss: float, logger: Any) -> None:
+    import ray.train
+
+    logger.log_metrics({"train/nonfinite_loss": 1.0}, it)
+    # Every worker reports once, without a checkpoint: the last good one stays the latest.
+    ray.train.report({"nonfinite_loss": 1.0, "iteration": it, "loss_value": str(loss), "stage": stage})
+
+
+def _report(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    tau: TauSchedule,
+    it: int,
+    run_id: Optional[str],
+    model_cfg: dict,
+    stage: dict,
+    rank: int,
+    loss: float,
+) -> None:
+    """Checkpoint from rank 0 (DDP keeps weights identical), metrics from all (a barrier)."""
+    import ray.train
+
+    metrics = {"iteration": it, "loss": loss}
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        save_state(
+            tmp,
+            {
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "tau": tau.state_dict(),
+                "iteration": it,
+                "run_id": run_id,
+                "model_config": model_cfg,
+                "stage": stage,
+            },
+        )
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            checkpoint_dir_name=f"checkpoint_{it:08d}",
+        )
+
+
+def _periodic_eval(
+    net: nn.Module,
+    eval_cfg: dict,
+    model_cfg: dict,
+    rank: int,
+    logger: Any,
+    it: int,
+    device: torch.device,
+) -> None:
+    """Rank 0 scores the eval split and logs it; other ranks go on (no collective inside)."""
+    if rank != 0:
+        return
+    from pipelines.evaluate import eval_batches, evaluate_model
+
+    metrics = evaluate_model(net, eval_batches(**eval_cfg), tuple(model_cfg["tasks"]), model_cfg["num_classes"], device)
+    logger.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, it)
