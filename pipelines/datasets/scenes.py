@@ -124,6 +124,34 @@ def _boundaries(segments: np.ndarray, depth: np.ndarray, valid: np.ndarray) -> n
     return out.astype(np.uint8)
 
 
+def _pano_rays(h: int, w: int, azimuth0: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equirectangular rays: (H*W, 3) unit directions in the layouts' y-down frame, and the
+    (H, W) elevation (row centres, +90 deg at the top) and azimuth (azimuth0 - 2 pi col / W,
+    so the view turns right, clockwise seen from above, as columns increase)."""
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
+    elevation = np.pi / 2 - np.pi * (rows + 0.5) / h
+    azimuth = azimuth0 - 2 * np.pi * cols / w
+    # (east, north, up) -> the layouts' y-down frame (x = east, y = -up, z = north)
+    dirs = np.stack([np.cos(elevation) * np.cos(azimuth), -np.sin(elevation), np.cos(elevation) * np.sin(azimuth)], -1)
+    return dirs.reshape(-1, 3), elevation, azimuth
+
+
+def _pinhole_rays(h: int, w: int, intrinsics: tuple[float, float, float, float], rot: np.ndarray) -> np.ndarray:
+    """(H*W, 3) world rays with camera z = 1, so the hit parameter t is the z-depth."""
+    fx, fy, cx, cy = intrinsics
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
+    dirs = np.stack([(cols - cx) / fx, (rows - cy) / fy, np.ones_like(rows)], -1) @ rot.T
+    return dirs.reshape(-1, 3)
+
+
+def _local_normals(normals: np.ndarray, azimuth: np.ndarray) -> np.ndarray:
+    """Global (N, 3) normals -> (right, forward, up) components w.r.t. each ray's azimuth (N,)."""
+    right = np.stack([np.sin(azimuth), -np.cos(azimuth)], -1)
+    forward = np.stack([np.cos(azimuth), np.sin(azimuth)], -1)
+    return np.stack([np.einsum("ij,ij->i", normals[:, :2], right),
+                     np.einsum("ij,ij->i", normals[:, :2], forward), normals[:, 2]], -1)
+
+
 def render_scene(
     seed: int,
     size: tuple[int, int],
@@ -142,62 +170,51 @@ def render_scene(
     if h < 2 or w < 2:
         raise ValueError(f"render_scene: size {size} must be at least (2, 2)")
     rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
     intrinsics, theta0, rot = None, None, np.eye(3)
     if kind == "pano":
         prims, light = layouts.room(rng, panorama=True)
         azimuth0 = rng.uniform(0, 2 * np.pi)
-        theta0 = float((np.pi / 2 - azimuth0) % (2 * np.pi))
-        elevation = np.pi / 2 - np.pi * (rows + 0.5) / h
-        azimuth = azimuth0 - 2 * np.pi * cols / w
-        # (east, north, up) -> the layouts' y-down frame (x = east, y = -up, z = north)
-        dirs = np.stack([np.cos(elevation) * np.cos(azimuth), -np.sin(elevation), np.cos(elevation) * np.sin(azimuth)], -1)
+        theta0 = float((np.pi / 2 - azimuth0) % (2 * np.pi))  # see normals.global_to_local
+        dirs, elevation, azimuth = _pano_rays(h, w, azimuth0)
+    elif kind == "room":
+        prims, light = layouts.room(rng, panorama=False)
+        rot = _rotation(rng.uniform(-0.45, 0.45), rng.uniform(-0.25, 0.1), rng.uniform(-0.05, 0.05))
+        intrinsics = scaled_intrinsics(NYU_CAMERA, (h, w))
+        dirs = _pinhole_rays(h, w, intrinsics, rot)
     else:
-        camera = NYU_CAMERA if kind == "room" else CITYSCAPES_CAMERA
-        intrinsics = scaled_intrinsics(camera, (h, w))
-        fx, fy, cx, cy = intrinsics
-        if kind == "room":
-            prims, light = layouts.room(rng, panorama=False)
-            rot = _rotation(rng.uniform(-0.45, 0.45), rng.uniform(-0.25, 0.1), rng.uniform(-0.05, 0.05))
-        else:
-            prims, light = layouts.street(rng)
-            rot = _rotation(rng.uniform(-0.08, 0.08), rng.uniform(-0.05, 0.05), rng.uniform(-0.02, 0.02))
-        dirs = np.stack([(cols - cx) / fx, (rows - cy) / fy, np.ones_like(rows)], -1) @ rot.T
-    dirs = dirs.reshape(-1, 3)
+        prims, light = layouts.street(rng)
+        rot = _rotation(rng.uniform(-0.08, 0.08), rng.uniform(-0.05, 0.05), rng.uniform(-0.02, 0.02))
+        intrinsics = scaled_intrinsics(CITYSCAPES_CAMERA, (h, w))
+        dirs = _pinhole_rays(h, w, intrinsics, rot)
+
     hits = cast(np.zeros(3), dirs, prims)
-    hit = np.isfinite(hits.t)
-    t = np.where(hit, hits.t, 0.0)
+    valid = np.isfinite(hits.t)
+    t = np.where(valid, hits.t, 0.0)
     cls = np.array([p.cls for p in prims] + [0])[hits.prim]
-    segments = np.where(hit, np.array([p.segment for p in prims] + [0])[hits.prim], 0)
-    points = dirs * t[:, None]
-    class_names = layouts.ROOM_CLASSES if kind != "street" else layouts.STREET_CLASSES
-    looks = ROOM_LOOK if kind != "street" else STREET_LOOK
-    rgb = _shade(points, hits.normal, cls, segments, hit, looks, light, kind != "street", rng)
-    semantic = np.where(hit, cls, 255)
-    if kind == "street":
-        sky = class_names.index("sky")
-        semantic = np.where(hit, cls, sky)
-        gradient = np.linspace(0.75, 1.0, h)[:, None].repeat(w, 1).reshape(-1)
-        rgb = np.where(hit[:, None], rgb, np.array(STREET_LOOK[sky][0])[None] * gradient[:, None])
-    valid = hit.copy()
-    normals = hits.normal @ rot  # world -> camera frame (rot is world-from-camera)
+    segments = np.where(valid, np.array([p.segment for p in prims] + [0])[hits.prim], 0)
+    class_names = layouts.STREET_CLASSES if kind == "street" else layouts.ROOM_CLASSES
+    looks = STREET_LOOK if kind == "street" else ROOM_LOOK
+    rgb = _shade(dirs * t[:, None], hits.normal, cls, segments, valid, looks, light, kind != "street", rng)
+    semantic = np.where(valid, cls, 255)
     depth = t
+    normals = hits.normal @ rot  # world -> camera frame (rot is world-from-camera)
     normals_local = None
-    if kind == "pano":
+    if kind == "street":  # the sky: a class without geometry, shaded by a vertical gradient
+        sky = class_names.index("sky")
+        semantic = np.where(valid, cls, sky)
+        gradient = np.linspace(0.75, 1.0, h)[:, None].repeat(w, 1).reshape(-1, 1)
+        rgb = np.where(valid[:, None], rgb, np.array(STREET_LOOK[sky][0])[None] * gradient)
+    if kind == "pano":  # void rows like the real panoramas; distance, global and local normals
         void = (np.abs(elevation) > VOID_ELEVATION).reshape(-1)
         valid &= ~void
         semantic = np.where(void, 255, semantic)
         segments = np.where(void, 0, segments)
         rgb = np.where(void[:, None], 0.0, rgb)
         depth = t * np.linalg.norm(dirs, axis=1)
-        n = hits.normal
-        normals = np.stack([n[:, 0], n[:, 2], -n[:, 1]], -1)  # global (east, north, up)
-        az = azimuth.reshape(-1)
-        right = np.stack([np.sin(az), -np.cos(az)], -1)
-        forward = np.stack([np.cos(az), np.sin(az)], -1)
-        normals_local = np.stack([np.einsum("ij,ij->i", normals[:, :2], right),
-                                  np.einsum("ij,ij->i", normals[:, :2], forward), normals[:, 2]], -1)
+        normals = np.stack([hits.normal[:, 0], hits.normal[:, 2], -hits.normal[:, 1]], -1)  # (east, north, up)
+        normals_local = _local_normals(normals, azimuth.reshape(-1))
         normals_local = np.where(valid[:, None], normals_local, 0.0).reshape(h, w, 3).astype(np.float32)
+
     depth = np.where(valid, depth, 0.0).reshape(h, w).astype(np.float32)
     normals = np.where(valid[:, None], normals, 0.0).reshape(h, w, 3).astype(np.float32)
     segments = segments.reshape(h, w).astype(np.int32)
