@@ -161,3 +161,9 @@ def test_reader_pickles_for_ray_workers_and_rejects_bad_ids(nyu_root):
         reader.read("train", "abc")
     with pytest.raises(DatasetError, match="image index 99 out of range 1..3"):
         reader.read("train", "0099")
+
+
+def test_frame_counts_must_agree(tmp_path):
+    write_small(tmp_path, np.zeros((1, 3, 2), np.uint16), hand_mapping())  # 1 label map, 2 images
+    with pytest.raises(DatasetError, match="different numbers of frames"):
+        NYUv2Reader(tmp_path).read("train", "0002")

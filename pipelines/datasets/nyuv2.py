@@ -137,6 +137,9 @@ class NYUv2Reader:
             images, depths, labels = f["images"], f["depths"], f["labels"]
             if images.ndim != 4 or images.shape[1] != 3:
                 raise DatasetError(self.mat_path, f"images has shape {images.shape}, expected (N, 3, W, H)")
+            counts = {k: f[k].shape[0] for k in ("images", "depths", "labels")}
+            if len(set(counts.values())) != 1:
+                raise DatasetError(self.mat_path, f"images, depths and labels hold different numbers of frames: {counts}")
             if not 0 <= index < images.shape[0]:
                 raise DatasetError(self.mat_path, f"image index {index + 1} out of range 1..{images.shape[0]}")
             image = np.ascontiguousarray(images[index].transpose(2, 1, 0))
