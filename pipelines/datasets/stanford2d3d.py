@@ -115,14 +115,16 @@ class Stanford2D3DReader:
         check_size(paths["depth"], raw_depth, size, "depth")
         raw_normals = read_image(paths["normals"], "RGB")
         check_size(paths["normals"], raw_normals, size, "normals")
-        raw_semantic = read_image(paths["semantic"], "RGB").astype(np.int64)
+        raw_semantic = read_image(paths["semantic"], "RGB")
         check_size(paths["semantic"], raw_semantic, size, "semantic")
 
         s = self.stride
         h, w = size[0] // s * s, size[1] // s * s
-        image = image[:h, :w].reshape(h // s, s, w // s, s, 3).mean(axis=(1, 3))
-        image = np.rint(image).astype(np.uint8)
-        raw_depth, raw_normals, raw_semantic = raw_depth[:h:s, :w:s], raw_normals[:h:s, :w:s], raw_semantic[:h:s, :w:s]
+        # Area average for the image (rounded half up), top-left sample of each block for maps.
+        blocks = image[:h, :w].reshape(h // s, s, w // s, s, 3).sum(axis=(1, 3), dtype=np.uint32)
+        image = ((blocks + s * s // 2) // (s * s)).astype(np.uint8)
+        raw_depth, raw_normals = raw_depth[:h:s, :w:s], raw_normals[:h:s, :w:s]
+        raw_semantic = raw_semantic[:h:s, :w:s].astype(np.int64)
 
         depth_valid = raw_depth != DEPTH_MISSING
         depth = np.where(depth_valid, raw_depth / 512.0, 0.0).astype(np.float32)
