@@ -242,6 +242,10 @@ def init_ray(address: Optional[str]) -> None:
     # "local" always starts a private instance: never attach to someone else's `ray start`.
     kwargs = {"include_dashboard": False} if target == "local" else {}
     ray.init(address=target, log_to_driver=True, **kwargs)
+    from ray.data import DataContext
+
+    # Per-operator bars from every epoch would drown the stage progress lines.
+    DataContext.get_current().enable_progress_bars = False
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -120,6 +120,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     tasks = tuple(model_cfg["tasks"])
     window: list[float] = []
     tick = time.perf_counter()
+    steady = SteadyTimer(start_iteration=it)
+    if state:
+        logger.log_metrics({"train/resumed_from": it}, it)
 
     while it < iterations:
         model.train()
@@ -128,22 +131,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             net.set_tau(tau.value(it))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                outputs = model(batch["image"])
-                loss_task, parts = task_loss(outputs, batch, tasks)
-                loss_sparse, densities = (
-                    sparsity_loss(net, rho, stage["lam"]) if rho is not None else (loss_task.new_zeros(()), {})
-                )
-                loss = loss_task + loss_sparse
+            loss, loss_sparse, parts, densities = forward_loss(model, net, batch, tasks, rho, stage["lam"], use_bf16)
             if not _all_finite(loss, world, device):
                 _stop_nonfinite(stage["name"], it, float(loss), logger)
                 return
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            sgd_step(loss, optimizer, scheduler)
             it += 1
             window.append(float(loss))
+            steady.tick(it)
 
             if it % train["log_every"] == 0 or it == iterations:
                 now = time.perf_counter()
@@ -167,9 +162,72 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if eval_cfg and train["eval_every"] and it % train["eval_every"] == 0 and it < iterations:
                 _periodic_eval(net, eval_cfg, model_cfg, rank, logger, it, device)
             if it % train["checkpoint_every"] == 0 or it == iterations:
-                _report(net, optimizer, scheduler, tau, it, run_id, model_cfg, stage, rank, float(loss))
+                _report(net, optimizer, scheduler, tau, it, run_id, model_cfg, stage, rank, float(loss), steady)
             if it >= iterations:
                 break
+
+
+def forward_loss(
+    model: nn.Module,
+    net: nn.Module,
+    batch: dict[str, torch.Tensor],
+    tasks: tuple[str, ...],
+    rho: Optional[float],
+    lam: float,
+    use_bf16: bool,
+) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+    """Eq. 6: task losses + lambda * sum_l KL(rho || g_l) (no sparsity term when rho is None).
+
+    `model` may be the DDP wrapper of `net`; the gates are read from `net`.
+    Returns (loss, sparsity part, {task: loss}, {gate: (B,) densities}).
+    """
+    device_type = batch["image"].device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):
+        outputs = model(batch["image"])
+        loss_task, parts = task_loss(outputs, batch, tasks)
+        if rho is None:
+            loss_sparse, densities = loss_task.new_zeros(()), {}
+        else:
+            loss_sparse, densities = sparsity_loss(net, rho, lam)
+    return loss_task + loss_sparse, loss_sparse, parts, densities
+
+
+def sgd_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+
+
+class SteadyTimer:
+    """Seconds per iteration after `warmup` iterations (first batches pay pipeline start-up)."""
+
+    def __init__(
+        self,
+        start_iteration: int = 0,
+        warmup: int = 5,
+    ) -> None:
+        """
+        Args:
+            start_iteration: iteration the loop starts (or resumes) at.
+            warmup: iterations left out of the timing.
+        """
+        self.first = start_iteration + warmup
+        self.t0: Optional[float] = None
+        self.last_it = self.first
+        self.t_last: Optional[float] = None
+
+    def tick(self, it: int) -> None:
+        now = time.perf_counter()
+        if it == self.first:
+            self.t0 = now
+        if self.t0 is not None:
+            self.last_it, self.t_last = it, now
+
+    def sec_per_iter(self) -> float:
+        if self.t0 is None or self.last_it == self.first:
+            return float("nan")
+        return (self.t_last - self.t0) / (self.last_it - self.first)
 
 
 def _all_finite(loss: torch.Tensor, world: int, device: torch.device) -> bool:
@@ -199,11 +257,12 @@ def _report(
     stage: dict,
     rank: int,
     loss: float,
+    steady: "SteadyTimer",
 ) -> None:
     """Checkpoint from rank 0 (DDP keeps weights identical), metrics from all (a barrier)."""
     import ray.train
 
-    metrics = {"iteration": it, "loss": loss}
+    metrics = {"iteration": it, "loss": loss, "sec_per_iter_steady": steady.sec_per_iter()}
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
