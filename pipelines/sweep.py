@@ -1,0 +1,443 @@
+"""Entry point: Ray Tune over lambda, the tau schedule and rho; the Pareto front in MLflow.
+
+    python pipelines/sweep.py --config configs/sweep_demo.yaml [--set key.sub=value ...]
+        [--sweep-id ID] [--tracking-uri http://host:5000] [--address ray://... | auto]
+    ray job submit --working-dir . -- python pipelines/sweep.py --config configs/X.yaml
+
+Each trial is a Tune function (`run_trial`) that runs the config's sparsity stages from
+`sweep.base`, one TorchTrainer per stage through the staged pipeline's own stage runner
+(`pipelines.stages.train_stage`: same training loop, done records, resumable Ray Train runs),
+evaluates each stage's final checkpoint and reports the task metric (`score`) and measured
+multiply-adds (`macs`) to Tune after each stage, which is what NSGA-II and ASHA rank.
+
+Resubmitting the same sweep id restores the Tune experiment from `<storage>/<sweep_id>/tune`
+(finished trials are kept, unfinished ones continue; inside a trial, finished stages are
+skipped by their records and an unfinished stage resumes its latest checkpoint). A trial that
+raises is retried `sweep.max_failures` times, then reported (trial table, child run FAILED
+with the error as a tag); the sweep goes on.
+
+At the end, on the sweep's parent run: `sweep/trials.csv` (every trial), `front/front.csv`
+(the non-dominated set over finished trials and the curriculum's rho stages, via
+pipelines/front.py) and `front/front.png` (all points, front highlighted, labelled with rho
+and lambda). Front models are registered as versions of `<tracking.registered_model>-<sweep_id>`
+with `flops-<budget>` aliases (the best front model within each budget) and tags.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+if __package__ in (None, ""):
+    # As a script Python puts pipelines/ first on sys.path, where pipelines/secrets.py would
+    # shadow the standard library's `secrets`; put the repository root there instead.
+    _here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != Path(_here)]
+    sys.path.insert(0, str(Path(_here).parent))
+
+from pipelines.config import ConfigError, PipelineConfig, from_dict  # noqa: E402
+from pipelines.datasets import storage  # noqa: E402
+from pipelines.front import FrontPoint, champion, pareto_front, write_front_csv  # noqa: E402
+from pipelines.search_space import (  # noqa: E402
+    COST,
+    SCORE,
+    check_space,
+    max_concurrent,
+    param_space,
+    scheduler,
+    search_algorithm,
+    trial_config,
+    trial_values,
+)
+from pipelines.sweep_base import resolve_base  # noqa: E402
+from pipelines.sweep_config import SweepConfig, load_sweep_config, parse_sweep  # noqa: E402
+from pipelines.sweep_plot import plot_sweep  # noqa: E402
+from pipelines.tracking import TAG_PIPELINE, TAG_STAGE, Tracker, default_tracking_uri  # noqa: E402
+
+TAG_ERROR = "pag_error"
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every trial needs besides its sampled values (passed with tune.with_parameters).
+
+    Args:
+        pipeline: the pipeline config as a plain dict (`PipelineConfig.to_dict`).
+        sweep: the sweep section as a plain dict (`SweepConfig.to_dict`).
+        tracking_uri: MLflow tracking URI.
+        parent_run_id: the sweep's parent run.
+        base_checkpoint: URI of the checkpoint every trial starts from.
+        trials_root: storage under which each trial's stages train (`<root>/<trial_id>/`).
+    """
+
+    pipeline: dict
+    sweep: dict
+    tracking_uri: str
+    parent_run_id: str
+    base_checkpoint: str
+    trials_root: str
+
+
+@dataclass
+class TrialRow:
+    """One trial as the sweep saw it: its values, status and last reported stage."""
+
+    trial_id: str
+    status: str
+    values: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class SweepResult:
+    """What a finished (or resumed and finished) sweep produced."""
+
+    trials: list[TrialRow]
+    points: list[FrontPoint]
+    front: list[FrontPoint]
+    aliases: dict[str, str]
+    versions: dict[str, str]
+    registered_model: str
+    tracking_uri: str
+    parent_run_id: str
+
+
+def run_trial(config: dict[str, Any], context: SweepContext) -> None:
+    """The Tune function of one trial: its sparsity stages, one TorchTrainer each.
+
+    Reports after every stage: `score` (tracking.front_metric), `macs`, the other
+    evaluation metrics, the stage's checkpoint, model URI and child run id.
+    """
+    from ray import tune
+
+    from pipelines.staged import _finish_stage
+    from pipelines.stages import StageRecord, read_record, train_stage, write_record
+
+    trial_id = tune.get_context().get_trial_id()
+    pipeline = from_dict(context.pipeline)
+    sweep = parse_sweep(context.sweep)
+    values = trial_values(sweep, config)
+    trial = trial_config(pipeline, values, trial_id, context.trials_root)
+    tracker = Tracker(context.tracking_uri, pipeline.tracking.experiment)
+    params = {"trial": {**values, "trial_id": trial_id}, "stages": {s.name: asdict(s) for s in trial.stages}}
+    child = tracker.child_run(context.parent_run_id, sweep.sweep_id, trial_id, params)
+    prev = StageRecord("base", -1, context.base_checkpoint, 0)
+    try:
+        for index, stage in enumerate(trial.stages):
+            record = read_record(trial, stage)
+            if record is None:
+                record = train_stage(trial, index, prev, child, context.tracking_uri)
+                _finish_stage(trial, tracker, record)
+                write_record(trial, record)
+            metrics = record.metrics
+            tune.report(
+                {
+                    SCORE: metrics[pipeline.tracking.front_metric],
+                    COST: metrics["macs"],
+                    "macs_ratio": metrics["macs_ratio"],
+                    "dense_macs": metrics["dense_macs"],
+                    "stage": stage.name,
+                    "stage_index": index,
+                    "rho": stage.rho,
+                    "checkpoint": record.checkpoint,
+                    "model_uri": record.model_uri,
+                    "run_id": child,
+                    **{f"eval/{k}": v for k, v in metrics.items()},
+                }
+            )
+            prev = record
+    except BaseException as err:
+        tracker.client.set_tag(child, TAG_ERROR, f"{type(err).__name__}: {err}"[:4000])
+        tracker.finish(child, "FAILED")
+        raise
+    tracker.log_metrics(child, {SCORE: metrics[pipeline.tracking.front_metric], COST: metrics["macs"]}, 0)
+    tracker.finish(child)
+
+
+def run_sweep(
+    pipeline: PipelineConfig,
+    sweep: SweepConfig,
+    progress: Callable[[str], None] = print,
+) -> SweepResult:
+    """Run the sweep, or restore and finish it when its Tune experiment exists; publish."""
+    import ray
+    from ray import tune
+
+    tracking_uri = pipeline.tracking.tracking_uri or default_tracking_uri(pipeline.storage_path)
+    tracker = Tracker(tracking_uri, pipeline.tracking.experiment)
+    parent = tracker.parent_run(
+        sweep.sweep_id, {"pipeline": pipeline.to_dict(), "sweep": sweep.to_dict()}, kind="sweep"
+    )
+    root = sweep_root(pipeline, sweep)
+    try:
+        base = resolve_base(sweep, pipeline, tracking_uri, storage.join(root, "base"))
+        context = SweepContext(
+            pipeline.to_dict(), sweep.to_dict(), tracking_uri, parent, base, storage.join(root, "trials")
+        )
+        trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": sweep.trial_cpus})
+        fs, fs_root = storage.filesystem(root)
+        path = storage.join(root, "tune")
+        if tune.Tuner.can_restore(path, storage_filesystem=fs if "://" in root else None):
+            progress(f"sweep {sweep.sweep_id}: resuming the Tune experiment in {path}")
+            tuner = tune.Tuner.restore(
+                path,
+                trainable=trainable,
+                resume_unfinished=True,
+                resume_errored=False,
+                storage_filesystem=fs if "://" in root else None,
+            )
+        else:
+            concurrent = max_concurrent(sweep, pipeline, ray.cluster_resources())
+            progress(f"sweep {sweep.sweep_id}: {sweep.num_samples} sample(s), {sweep.algorithm}, {concurrent} at once")
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space(sweep),
+                tune_config=tune.TuneConfig(
+                    search_alg=search_algorithm(sweep),
+                    scheduler=scheduler(sweep, len(pipeline.stages)),
+                    num_samples=sweep.num_samples,
+                    max_concurrent_trials=concurrent,
+                ),
+                run_config=tune.RunConfig(
+                    name="tune",
+                    storage_path=fs_root,
+                    storage_filesystem=fs,
+                    failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                    verbose=1,
+                ),
+            )
+        grid = tuner.fit()
+        trials = [_trial_row(sweep, r) for r in grid]
+        for row in trials:
+            if row.status == "error":
+                progress(f"trial {row.trial_id} {row.values} failed: {row.error.splitlines()[-1] if row.error else ''}")
+        points = _trial_points(trials) + curriculum_points(sweep, pipeline)
+        result = _publish(pipeline, sweep, tracker, parent, trials, points)
+    except BaseException:
+        tracker.finish(parent, "FAILED")
+        raise
+    tracker.finish(parent)
+    return result
+
+
+def sweep_root(pipeline: PipelineConfig, sweep: SweepConfig) -> str:
+    """`<storage_path>/<sweep_id>` (absolute for local paths, as Ray requires)."""
+    path = pipeline.storage_path
+    if "://" not in path:
+        path = str(Path(path).resolve())
+    return storage.join(path.rstrip("/"), sweep.sweep_id)
+
+
+def curriculum_points(sweep: SweepConfig, pipeline: PipelineConfig) -> list[FrontPoint]:
+    """The curriculum's finished rho stages as front points (none without `sweep.curriculum`)."""
+    if not sweep.curriculum:
+        return []
+    from pipelines.config import load_config
+    from pipelines.stages import read_record
+
+    staged = load_config(sweep.curriculum)
+    metric = pipeline.tracking.front_metric
+    points = []
+    for stage in staged.stages:
+        record = read_record(staged, stage)
+        if stage.rho is None or record is None or metric not in record.metrics:
+            continue
+        extra = {
+            "source": "curriculum",
+            "rho": stage.rho,
+            "lam": stage.lam,
+            "model_uri": record.model_uri,
+            "macs_ratio": record.metrics["macs_ratio"],
+            "dense_macs": record.metrics["dense_macs"],
+        }
+        points.append(FrontPoint(f"curriculum-{stage.name}", record.metrics["macs"], record.metrics[metric], extra))
+    return points
+
+
+def budget_alias(fraction: float) -> str:
+    """0.7 -> "flops-0_7" (registry aliases allow letters, digits, _ and - only)."""
+    return f"flops-{fraction:g}".replace(".", "_")
+
+
+def _trial_row(sweep: SweepConfig, result: Any) -> TrialRow:
+    metrics = dict(result.metrics or {})
+    trial_id = metrics.get("trial_id") or Path(result.path).name
+    values = trial_values(sweep, {k: v for k, v in (result.config or {}).items() if k in sweep.space})
+    if result.error is not None:
+        return TrialRow(trial_id, "error", values, metrics, f"{type(result.error).__name__}: {result.error}")
+    if SCORE not in metrics:
+        return TrialRow(trial_id, "no result", values, metrics)
+    return TrialRow(trial_id, "done", values, metrics)
+
+
+def _trial_points(trials: Sequence[TrialRow]) -> list[FrontPoint]:
+    points = []
+    for row in trials:
+        if row.status != "done":
+            continue
+        m = row.metrics
+        extra = {
+            "source": "trial",
+            "rho": m["rho"],
+            "lam": row.values.get("lam", ""),
+            "model_uri": m["model_uri"],
+            "macs_ratio": m["macs_ratio"],
+            "dense_macs": m["dense_macs"],
+            "stage": m["stage"],
+            "run_id": m["run_id"],
+            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in row.values.items() if k not in ("lam", "rho")},
+        }
+        points.append(FrontPoint(row.trial_id, m[COST], m[SCORE], extra))
+    return points
+
+
+def _publish(
+    pipeline: PipelineConfig,
+    sweep: SweepConfig,
+    tracker: Tracker,
+    parent: str,
+    trials: Sequence[TrialRow],
+    points: Sequence[FrontPoint],
+) -> SweepResult:
+    """Trial table, front CSV and plot on the parent run; the front's models registered."""
+    metric = pipeline.tracking.front_metric
+    name = f"{pipeline.tracking.registered_model}-{sweep.sweep_id}"
+    front = pareto_front(points)
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker.log_file(parent, write_trials_csv(trials, Path(tmp) / "trials.csv"), "sweep")
+        if points:
+            tracker.log_file(parent, write_front_csv(front, Path(tmp) / "front.csv"), "front")
+            tracker.log_file(parent, plot_sweep(points, Path(tmp) / "front.png", metric), "front")
+    failed = [t.trial_id for t in trials if t.status == "error"]
+    tracker.client.set_tag(parent, "failed_trials", ",".join(failed) or "none")
+    tracker.log_metrics(parent, {"trials_done": sum(t.status == "done" for t in trials), "trials_failed": len(failed)}, 0)
+    aliases_of: dict[str, list[str]] = {p.name: [] for p in front}
+    aliases: dict[str, str] = {}
+    if points:
+        dense = max(p.extra["dense_macs"] for p in points)
+        for fraction in sweep.budgets:
+            best = champion(points, fraction * dense)
+            if best is not None:
+                aliases_of[best.name].append(budget_alias(fraction))
+                aliases[budget_alias(fraction)] = best.name
+    versions = {}
+    for p in front:
+        tags = {
+            TAG_PIPELINE: sweep.sweep_id,
+            TAG_STAGE: p.name,
+            "macs": p.cost,
+            "flops": 2 * p.cost,
+            metric: p.score,
+            **{k: v for k, v in p.extra.items() if k not in ("model_uri",)},
+        }
+        versions[p.name] = tracker.register(name, p.extra["model_uri"], aliases_of[p.name], tags)
+    return SweepResult(list(trials), list(points), front, aliases, versions, name, tracker.tracking_uri, parent)
+
+
+def write_trials_csv(trials: Sequence[TrialRow], path: str | Path) -> Path:
+    """Every trial: id, status, searched values, score, macs, ratio, stage, error (atomic)."""
+    path = Path(path)
+    keys = sorted({k for t in trials for k in t.values})
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["trial_id", "status", *keys, SCORE, COST, "macs_ratio", "stage", "run_id", "error"])
+        for t in sorted(trials, key=lambda t: t.trial_id):
+            m = t.metrics
+            row = [t.trial_id, t.status]
+            row += ["+".join(v) if isinstance(v := t.values.get(k, ""), tuple) else v for k in keys]
+            row += [m.get(SCORE, ""), m.get(COST, ""), m.get("macs_ratio", ""), m.get("stage", ""), m.get("run_id", "")]
+            writer.writerow(row + [t.error.strip().splitlines()[-1] if t.error else ""])
+    os.replace(tmp, path)
+    return path
+
+
+def preflight_sweep(pipeline: PipelineConfig, sweep: SweepConfig) -> None:
+    """Config checks before any worker starts: the space, the data, gateable blocks.
+
+    Raises:
+        ConfigError naming the key and value at fault.
+    """
+    from pipelines.staged import preflight
+
+    check_space(pipeline, sweep)
+    gated = sweep.space.get("gated")
+    options = [None] if gated is None else (list(gated.choices) if gated.searched else [gated.value])
+    for option in options:
+        values = {} if option is None else {"gated": option}
+        preflight(trial_config(pipeline, values, "preflight", pipeline.storage_path))
+
+
+def init_ray(address: Optional[str]) -> None:
+    """Connect to `address` or the job's cluster (RAY_ADDRESS), or start a local Ray.
+
+    A local Ray gets its dashboard: Train worker groups inside Tune trials need it to start.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    kwargs = {"include_dashboard": True, "dashboard_host": "127.0.0.1"} if target == "local" else {}
+    ray.init(address=target, log_to_driver=True, **kwargs)
+
+
+def summary_table(result: SweepResult) -> str:
+    """Plain-text table: every trial (and curriculum point) with rho, lambda, GMACs, score."""
+    on_front = {p.name for p in result.front}
+    by_name = {v: k for k, v in result.aliases.items()}
+    lines = [f"{'trial':<24}{'status':>10}{'rho':>7}{'lambda':>10}{'GMACs/img':>11}{'ratio':>7}{'score':>8}  front"]
+    for p in sorted(result.points, key=lambda p: p.cost):
+        mark = "*" if p.name in on_front else ""
+        alias = " " + ",".join(a for a, n in result.aliases.items() if n == p.name) if p.name in by_name else ""
+        lam = p.extra.get("lam", "")
+        lam = f"{lam:.1e}" if isinstance(lam, float) else str(lam)
+        lines.append(
+            f"{p.name:<24}{'done':>10}{p.extra.get('rho', 0):>7.3f}{lam:>10}{p.cost / 1e9:>11.4f}"
+            f"{p.extra.get('macs_ratio', 1):>7.2f}{p.score:>8.3f}  {mark}{alias}"
+        )
+    for t in result.trials:
+        if t.status != "done":
+            lines.append(f"{t.trial_id:<24}{t.status:>10}  {t.error.strip().splitlines()[-1][:80] if t.error else ''}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="pipelines/sweep.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="sweep YAML under configs/ (with a sweep: section)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, repeatable")
+    parser.add_argument("--sweep-id", default=None, help="sweep id (default: sweep.sweep_id); same id resumes")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow server (default: SQLite in the storage dir)")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)")
+    args = parser.parse_args(argv)
+    overrides = list(args.set)
+    if args.sweep_id:
+        overrides.append(f"sweep.sweep_id={args.sweep_id}")
+    if args.tracking_uri:
+        overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
+    try:
+        pipeline, sweep = load_sweep_config(args.config, overrides)
+        preflight_sweep(pipeline, sweep)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    init_ray(args.address)
+    try:
+        result = run_sweep(pipeline, sweep)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(summary_table(result))
+    print(f"registered model {result.registered_model}: aliases {result.aliases}")
+    print(f"MLflow: {result.tracking_uri} (parent run {result.parent_run_id})")
+    return 0 if any(t.status == "done" for t in result.trials) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
