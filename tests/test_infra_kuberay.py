@@ -91,23 +91,54 @@ def test_every_pod_has_shm_image_and_secret_credentials(name, spec):
                 assert "secret" not in item["name"].lower() and "password" not in item["name"].lower()
 
 
-@pytest.mark.parametrize(
-    "name, script", [("rayjob-staged.yaml", "pipelines/staged.py"), ("rayjob-sweep.yaml", "pipelines/sweep.py")]
-)
-def test_job_entrypoints_run_our_scripts_with_valid_overrides(name, script):
-    spec = load(name)["spec"]
-    argv = shlex.split(spec["entrypoint"])
-    assert argv[0] == "python" and argv[1] == IMAGE_ROOT + script
+def entrypoint(name: str) -> tuple[list[str], Path, list[str]]:
+    """argv of a RayJob's entrypoint, the repo file its --config names, its --set overrides."""
+    argv = shlex.split(load(name)["spec"]["entrypoint"])
     config_path = argv[argv.index("--config") + 1]
-    assert config_path.startswith(IMAGE_ROOT)
+    assert config_path.startswith(IMAGE_ROOT), f"{name}: {config_path} is not inside the image"
     local_config = ROOT / config_path[len(IMAGE_ROOT):]
     assert local_config.is_file(), f"{name}: {config_path} is not a config shipped in the image"
-    overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
-    # The overrides must be keys and values the pipeline's own config loader accepts.
-    config = load_config(local_config, overrides)
+    return argv, local_config, [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+
+
+def check_cluster_config(config) -> None:
     assert config.storage_path.startswith("s3://")
     assert config.data.uri.startswith("s3://")
-    assert config.tracking.tracking_uri.startswith("http://mlflow.")
+    assert config.tracking.tracking_uri == "http://mlflow.pag-ray.svc.cluster.local:5000"
+    assert config.scaling.use_gpu
+
+
+@pytest.mark.parametrize("name", ["rayjob-staged.yaml", "rayjob-sweep.yaml"])
+def test_jobs_clean_up_after_themselves(name):
+    spec = load(name)["spec"]
     assert spec["shutdownAfterJobFinishes"] is True
-    assert spec["activeDeadlineSeconds"] > 0
+    assert 0 < spec["ttlSecondsAfterFinished"] <= 3600
+    assert 0 < spec["activeDeadlineSeconds"] <= 7 * 24 * 3600
     assert spec["submissionMode"] == "K8sJobMode"
+
+
+def test_staged_job_runs_staged_py_with_valid_overrides():
+    argv, local_config, overrides = entrypoint("rayjob-staged.yaml")
+    assert argv[:2] == ["python", IMAGE_ROOT + "pipelines/staged.py"]
+    # The overrides must be keys and values the pipeline's own config loader accepts.
+    config = load_config(local_config, overrides)
+    check_cluster_config(config)
+    assert config.scaling.num_workers <= 4, "fits one gpu4 pod"
+
+
+def test_sweep_job_runs_sweep_py_from_the_staged_jobs_checkpoint():
+    from pipelines.sweep_config import load_sweep_config
+
+    argv, local_config, overrides = entrypoint("rayjob-sweep.yaml")
+    assert argv[:2] == ["python", IMAGE_ROOT + "pipelines/sweep.py"]
+    pipeline, sweep = load_sweep_config(local_config, overrides)
+    check_cluster_config(pipeline)
+    # Where rayjob-staged.yaml leaves the multipool stage's final checkpoint: the layout
+    # <storage>/<pipeline id>/<pipeline id>-<index:02d>-<stage>/checkpoint_<iteration:08d>.
+    _, staged_file, staged_overrides = entrypoint("rayjob-staged.yaml")
+    staged = load_config(staged_file, staged_overrides)
+    index = [s.name for s in staged.stages].index("multipool")
+    pid, iterations = staged.pipeline_id, staged.stages[index].iterations
+    expected = f"{staged.storage_path}/{pid}/{pid}-{index:02d}-multipool/checkpoint_{iterations:08d}"
+    assert sweep.base == expected
+    assert sweep.curriculum == ""
