@@ -54,19 +54,34 @@ def param_space(sweep: SweepConfig) -> dict[str, Any]:
     return space
 
 
-def search_algorithm(sweep: SweepConfig) -> Optional[Any]:
-    """OptunaSearch(NSGA-II, score max, macs min) for nsga2; Tune's variant generator otherwise."""
+def search_algorithm(sweep: SweepConfig, concurrent: int) -> Any:
+    """OptunaSearch(NSGA-II, score max, macs min) for nsga2; Tune's variant generator otherwise.
+
+    Both hold at most `concurrent` trials at once (Tune ignores `max_concurrent_trials` for a
+    variant generator, so the limit is set on the algorithm itself).
+    """
+    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     if sweep.algorithm != "nsga2":
-        return BasicVariantGenerator(random_state=sweep.seed)
+        return BasicVariantGenerator(random_state=sweep.seed, max_concurrent=concurrent)
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     # At least two generations within num_samples, so the later ones are bred from the front.
     population = max(2, min(50, sweep.num_samples // 2))
     sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=sweep.seed)
-    return OptunaSearch(metric=[SCORE, COST], mode=["max", "min"], sampler=sampler)
+    searcher = OptunaSearch(metric=[SCORE, COST], mode=["max", "min"], sampler=sampler)
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrent)
+
+
+def expected_trials(sweep: SweepConfig) -> int:
+    """Trials a complete sweep has: num_samples, times the grid's size under grid search."""
+    size = 1
+    if sweep.algorithm == "grid":
+        for p in sweep.space.values():
+            size *= len(p.choices) if p.searched else 1
+    return sweep.num_samples * size
 
 
 def scheduler(sweep: SweepConfig, stages: int) -> Optional[Any]:
@@ -184,6 +199,6 @@ def _bounds(param: Optional[Param], stage_values: list[float]) -> tuple[float, f
 
 
 __all__ = [
-    "COST", "SCORE", "check_space", "decode_blocks", "encode_blocks", "max_concurrent", "param_space",
+    "COST", "SCORE", "check_space", "decode_blocks", "encode_blocks", "expected_trials", "max_concurrent", "param_space",
     "scheduler", "search_algorithm", "trial_config", "trial_values",
 ]

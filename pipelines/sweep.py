@@ -47,6 +47,7 @@ from pipelines.search_space import (  # noqa: E402
     COST,
     SCORE,
     check_space,
+    expected_trials,
     max_concurrent,
     param_space,
     scheduler,
@@ -60,6 +61,10 @@ from pipelines.sweep_plot import plot_sweep  # noqa: E402
 from pipelines.tracking import TAG_PIPELINE, TAG_STAGE, Tracker, default_tracking_uri  # noqa: E402
 
 TAG_ERROR = "pag_error"
+
+
+class SweepInterrupted(RuntimeError):
+    """Tune stopped before every trial ended (SIGINT/SIGUSR1); the same sweep id resumes."""
 
 
 @dataclass(frozen=True)
@@ -199,10 +204,9 @@ def run_sweep(
                 trainable,
                 param_space=param_space(sweep),
                 tune_config=tune.TuneConfig(
-                    search_alg=search_algorithm(sweep),
+                    search_alg=search_algorithm(sweep, concurrent),
                     scheduler=scheduler(sweep, len(pipeline.stages)),
                     num_samples=sweep.num_samples,
-                    max_concurrent_trials=concurrent,
                 ),
                 run_config=tune.RunConfig(
                     name="tune",
@@ -213,12 +217,21 @@ def run_sweep(
                 ),
             )
         grid = tuner.fit()
+        ended = grid.num_terminated + grid.num_errors
+        if ended < expected_trials(sweep):
+            raise SweepInterrupted(
+                f"sweep {sweep.sweep_id}: interrupted with {ended} of {expected_trials(sweep)} trials ended; "
+                f"resubmit with --sweep-id {sweep.sweep_id} to resume from {path}"
+            )
         trials = [_trial_row(sweep, r) for r in grid]
         for row in trials:
             if row.status == "error":
                 progress(f"trial {row.trial_id} {row.values} failed: {row.error.splitlines()[-1] if row.error else ''}")
         points = _trial_points(trials) + curriculum_points(sweep, pipeline)
         result = _publish(pipeline, sweep, tracker, parent, trials, points)
+    except SweepInterrupted:
+        tracker.finish(parent, "KILLED")
+        raise
     except BaseException:
         tracker.finish(parent, "FAILED")
         raise
@@ -263,6 +276,20 @@ def curriculum_points(sweep: SweepConfig, pipeline: PipelineConfig) -> list[Fron
 def budget_alias(fraction: float) -> str:
     """0.7 -> "flops-0_7" (registry aliases allow letters, digits, _ and - only)."""
     return f"flops-{fraction:g}".replace(".", "_")
+
+
+def budget_aliases(points: Sequence[FrontPoint], budgets: Sequence[float]) -> dict[str, str]:
+    """alias -> point name: for each budget fraction of the largest dense multiply-adds, the
+    best front point within it (`pipelines.front.champion`); budgets nothing fits get none."""
+    if not points:
+        return {}
+    dense = max(p.extra["dense_macs"] for p in points)
+    out = {}
+    for fraction in budgets:
+        best = champion(points, fraction * dense)
+        if best is not None:
+            out[budget_alias(fraction)] = best.name
+    return out
 
 
 def _trial_row(sweep: SweepConfig, result: Any) -> TrialRow:
@@ -317,15 +344,10 @@ def _publish(
     failed = [t.trial_id for t in trials if t.status == "error"]
     tracker.client.set_tag(parent, "failed_trials", ",".join(failed) or "none")
     tracker.log_metrics(parent, {"trials_done": sum(t.status == "done" for t in trials), "trials_failed": len(failed)}, 0)
+    aliases = budget_aliases(points, sweep.budgets)
     aliases_of: dict[str, list[str]] = {p.name: [] for p in front}
-    aliases: dict[str, str] = {}
-    if points:
-        dense = max(p.extra["dense_macs"] for p in points)
-        for fraction in sweep.budgets:
-            best = champion(points, fraction * dense)
-            if best is not None:
-                aliases_of[best.name].append(budget_alias(fraction))
-                aliases[budget_alias(fraction)] = best.name
+    for alias, point_name in aliases.items():
+        aliases_of[point_name].append(alias)
     versions = {}
     for p in front:
         tags = {
@@ -341,18 +363,18 @@ def _publish(
 
 
 def write_trials_csv(trials: Sequence[TrialRow], path: str | Path) -> Path:
-    """Every trial: id, status, searched values, score, macs, ratio, stage, error (atomic)."""
+    """Every trial: id, status, searched values, score, macs, ratios, stage, run, error (atomic)."""
     path = Path(path)
     keys = sorted({k for t in trials for k in t.values})
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["trial_id", "status", *keys, SCORE, COST, "macs_ratio", "stage", "run_id", "error"])
+        writer.writerow(["trial_id", "status", *keys, SCORE, COST, "macs_ratio", "dense_macs", "stage", "run_id", "error"])
         for t in sorted(trials, key=lambda t: t.trial_id):
             m = t.metrics
             row = [t.trial_id, t.status]
             row += ["+".join(v) if isinstance(v := t.values.get(k, ""), tuple) else v for k in keys]
-            row += [m.get(SCORE, ""), m.get(COST, ""), m.get("macs_ratio", ""), m.get("stage", ""), m.get("run_id", "")]
+            row += [m.get(k, "") for k in (SCORE, COST, "macs_ratio", "dense_macs", "stage", "run_id")]
             writer.writerow(row + [t.error.strip().splitlines()[-1] if t.error else ""])
     os.replace(tmp, path)
     return path
@@ -433,6 +455,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except SweepInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return 130
     print(summary_table(result))
     print(f"registered model {result.registered_model}: aliases {result.aliases}")
     print(f"MLflow: {result.tracking_uri} (parent run {result.parent_run_id})")

@@ -100,7 +100,7 @@ class SweepConfig:
         num_samples: trials (under grid: repetitions of the grid).
         max_concurrent: most trials at once; 0 = as many as the cluster's CPUs/GPUs fit.
         trial_cpus: CPUs the Tune function itself holds (it drives the TorchTrainer and
-            evaluates); the Train workers get `scaling` on top.
+            evaluates), > 0; the Train workers get `scaling` on top.
         max_failures: retries of a failed trial (Tune FailureConfig).
         seed: seed of the search algorithm.
         budgets: fractions of the dense model's multiply-adds; the best front model within
@@ -115,7 +115,7 @@ class SweepConfig:
     algorithm: str = "nsga2"
     num_samples: int = 8
     max_concurrent: int = 0
-    trial_cpus: float = 0.0
+    trial_cpus: float = 0.05
     max_failures: int = 1
     seed: int = 0
     budgets: tuple[float, ...] = (0.5, 0.7, 0.9)
@@ -173,7 +173,7 @@ def parse_sweep(raw: dict[str, Any]) -> SweepConfig:
         algorithm=_str(raw, "algorithm", "nsga2"),
         num_samples=_int(raw, "num_samples", 8, 1),
         max_concurrent=_int(raw, "max_concurrent", 0, 0),
-        trial_cpus=_num(raw, "trial_cpus", 0.0, 0.0),
+        trial_cpus=_num(raw, "trial_cpus", 0.05, 0.0),
         max_failures=_int(raw, "max_failures", 1, 0),
         seed=_int(raw, "seed", 0, 0),
         budgets=tuple(_fraction(f"sweep.budgets.{i}", b) for i, b in enumerate(_list(raw, "budgets", [0.5, 0.7, 0.9]))),
@@ -194,6 +194,8 @@ def parse_sweep(raw: dict[str, Any]) -> SweepConfig:
         ranges = [p.name for p in cfg.space.values() if p.low is not None]
         if ranges:
             raise ConfigError(f"sweep.space.{ranges[0]}: grid search needs a `choices` list, not a range")
+    if cfg.trial_cpus <= 0:
+        raise ConfigError(f"sweep.trial_cpus={cfg.trial_cpus}: must be > 0 (Tune cannot place a trial that asks for nothing)")
     if not cfg.budgets:
         raise ConfigError("sweep.budgets: at least one budget fraction is required")
     return cfg
