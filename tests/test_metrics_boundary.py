@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pag_model.metrics import BoundaryMeter, boundary_counts, boundary_scores
-from pag_model.metrics.boundary_counts import benchmark_thresholds
+from pag_model.metrics.boundary_image import benchmark_thresholds
 
 
 def lines_map(shape: tuple[int, int] = (200, 200)) -> np.ndarray:

@@ -7,7 +7,7 @@ interface: update(...) per batch, merge(other), state_dict() / from_state(state)
 plain python/numpy data, and compute() -> dict[str, float]. No Ray, no MLflow.
 """
 from pag_model.metrics.boundary import BoundaryMeter
-from pag_model.metrics.boundary_counts import benchmark_thresholds, boundary_counts
+from pag_model.metrics.boundary_image import benchmark_thresholds, boundary_counts
 from pag_model.metrics.boundary_nms import edges_nms, edge_orientation, prepare_edges
 from pag_model.metrics.boundary_scores import boundary_scores, pr_curve
 from pag_model.metrics.cityscapes import AVERAGE_INSTANCE_SIZE, CityscapesIIoU

@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from pag_model.metrics.boundary_counts import benchmark_thresholds, boundary_counts
+from pag_model.metrics.boundary_image import benchmark_thresholds, boundary_counts
 from pag_model.metrics.boundary_scores import boundary_scores, pr_curve
 from pag_model.metrics.correspond import MAX_DIST
 from pag_model.metrics.inputs import check_keys, to_numpy
@@ -97,7 +97,7 @@ class BoundaryMeter:
             # forkserver: safe in threaded parents (Ray workers, torch), and the server imports
             # the evaluation code once, so each worker starts without re-importing torch.
             context = get_context("forkserver")
-            context.set_forkserver_preload(["pag_model.metrics.boundary_counts"])
+            context.set_forkserver_preload(["pag_model.metrics.boundary_image"])
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
             weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
         return self._pool

@@ -20,11 +20,15 @@ smallest total integer cost.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 from scipy.spatial import cKDTree
+
+from pag_model.metrics.assign_native import native_library
+from pag_model.metrics.matching_native import match_pairs_native
 
 MAX_DIST = 0.0075
 # The benchmark scales distances by 100 and rounds them to integers for its solver.
@@ -53,7 +57,7 @@ def candidate_pairs(
         pred_tree: a `cKDTree` over `pred_yx`, to reuse across annotators.
 
     Returns:
-        (i, j, d2): pred indices, gt indices and integer squared distances, each (E,).
+        (i, j, d2): pred indices (ascending), gt indices and integer squared distances, each (E,).
     """
     empty = np.zeros(0, dtype=np.int64)
     if len(pred_yx) == 0 or len(gt_yx) == 0:
@@ -67,7 +71,9 @@ def candidate_pairs(
     j = found["j"].astype(np.int64)
     diff = pred_yx[i].astype(np.int64) - gt_yx[j].astype(np.int64)
     d2 = (diff * diff).sum(axis=1)
-    keep = d2 <= radius * radius
+    # Sorted by predicted pixel, so per-row (CSR) layouts need no further sort.
+    keep = np.flatnonzero(d2 <= radius * radius)
+    keep = keep[np.argsort(i[keep], kind="stable")]
     return i[keep], j[keep], d2[keep]
 
 
@@ -77,6 +83,7 @@ def match_pairs(
     d2: np.ndarray,
     n_pred: int,
     n_gt: int,
+    native: Optional[bool] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maximum-cardinality, then minimum-cost, one-to-one matching over candidate pairs.
 
@@ -86,11 +93,28 @@ def match_pairs(
         d2: (E,) integer squared distance of each pair.
         n_pred: number of predicted pixels.
         n_gt: number of annotated pixels.
+        native: use the compiled solver (True), scipy's LAPJVsp (False), or the compiled
+            one when it is available (None).
 
     Returns:
         (pred_to_gt, gt_to_pred): (n_pred,) and (n_gt,) int arrays, the partner's index
         or -1 when unmatched.
     """
+    if native is None:
+        native = native_library() is not None
+    if native:
+        return match_pairs_native(i, j, d2, n_pred, n_gt)
+    return match_pairs_reference(i, j, d2, n_pred, n_gt)
+
+
+def match_pairs_reference(
+    i: np.ndarray,
+    j: np.ndarray,
+    d2: np.ndarray,
+    n_pred: int,
+    n_gt: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`match_pairs` with scipy's LAPJVsp on the outlier-slot graph (the oracle path)."""
     pred_to_gt = np.full(n_pred, -1, dtype=np.int64)
     gt_to_pred = np.full(n_gt, -1, dtype=np.int64)
     if len(i) == 0:

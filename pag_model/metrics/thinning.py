@@ -64,22 +64,21 @@ def thin(mask: np.ndarray) -> np.ndarray:
     image.reshape(h + 2, width)[1:-1, 1:-1] = mask != 0
     offsets = np.array([dy * width + dx for dy, dx in _NEIGHBOURS_YX], dtype=np.int64)
     weights = (1 << np.arange(8)).astype(np.int64)
-    foreground = np.flatnonzero(image)
-    # Pixels each subiteration must (re-)examine: those whose neighbourhood changed.
-    pending = [foreground, foreground]
+    # Per subiteration, the pixels it must (re-)examine: those whose neighbourhood changed.
+    pending = [image.astype(bool), image.astype(bool)]
     step = 0
-    while len(pending[0]) or len(pending[1]):
+    while True:
         which = step % 2
-        todo = pending[which]
-        todo = todo[image[todo] == 1]
+        todo = np.flatnonzero(pending[which] & (image == 1))
+        pending[which][:] = False
         codes = image[todo[:, None] + offsets] @ weights
         deleted = todo[_TABLES[which][codes]]
-        pending[which] = np.zeros(0, dtype=np.int64)
         if len(deleted):
             image[deleted] = 0
-            touched = np.unique((deleted[:, None] + offsets).ravel())
-            touched = touched[image[touched] == 1]
-            pending[which] = touched
-            pending[1 - which] = np.union1d(pending[1 - which], touched)
+            touched = (deleted[:, None] + offsets).ravel()
+            pending[which][touched] = True
+            pending[1 - which][touched] = True
+        elif not pending[1 - which].any():
+            break  # neither subiteration has anything left to examine: a fixed point
         step += 1
     return image.reshape(h + 2, width)[1:-1, 1:-1].astype(bool)

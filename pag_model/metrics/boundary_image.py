@@ -86,21 +86,37 @@ def boundary_counts(
     thresholds = benchmark_thresholds() if thresholds is None else np.asarray(thresholds, dtype=np.float64)
     edges = prepare_edges(prob, nms=nms, quantize=quantize).astype(np.float64)
     radius = radius_for(prob.shape, max_dist)
-    gt_points = [np.argwhere(gt) for gt in gts]
-    gt_trees = [cKDTree(points) if len(points) else None for points in gt_points]
-    sum_r = sum(len(points) for points in gt_points)
+    # Every thresholded map lies inside the support E > 0: find the candidate pairs of the
+    # support once per annotator, then keep those of each threshold's pixels.
+    support = np.argwhere(edges > 0)
+    support_id = np.full(prob.shape, -1, dtype=np.int64)
+    support_id[support[:, 0], support[:, 1]] = np.arange(len(support))
+    support_tree = cKDTree(support) if len(support) else None
+    annotators = []
+    for gt in gts:
+        points = np.argwhere(gt)
+        if len(points) and support_tree is not None:
+            pairs = candidate_pairs(support, points, radius, gt_tree=cKDTree(points), pred_tree=support_tree)
+        else:
+            pairs = (np.zeros(0, np.int64),) * 3
+        annotators.append((len(points), pairs))
+    sum_r = sum(n for n, _ in annotators)
     counts = np.zeros((len(thresholds), 4), dtype=np.int64)
+    position = np.full(len(support), -1, dtype=np.int64)
     for k, threshold in enumerate(thresholds):
         pred_points = np.argwhere(thin(edges >= max(_EPS, threshold)))
-        pred_tree = cKDTree(pred_points) if len(pred_points) else None
+        ids = support_id[pred_points[:, 0], pred_points[:, 1]]
+        position[ids] = np.arange(len(ids))
         matched_pred = np.zeros(len(pred_points), dtype=bool)
         cnt_r = 0
-        for points, tree in zip(gt_points, gt_trees):
-            if tree is None or pred_tree is None:
+        for n_gt, (i_all, j_all, d2_all) in annotators:
+            local = position[i_all]
+            keep = local >= 0
+            if not keep.any():
                 continue
-            i, j, d2 = candidate_pairs(pred_points, points, radius, gt_tree=tree, pred_tree=pred_tree)
-            pred_to_gt, gt_to_pred = match_pairs(i, j, d2, len(pred_points), len(points))
+            pred_to_gt, gt_to_pred = match_pairs(local[keep], j_all[keep], d2_all[keep], len(pred_points), n_gt)
             matched_pred |= pred_to_gt >= 0
             cnt_r += int((gt_to_pred >= 0).sum())
+        position[ids] = -1
         counts[k] = (cnt_r, sum_r, int(matched_pred.sum()), len(pred_points))
     return counts
