@@ -14,13 +14,18 @@ and the target (<= 1.15 x density for 0.25..0.75, <= 1.1 at 1.0).
 from __future__ import annotations
 
 import argparse
+import sys
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from pag_model.ops import choose_backend, perforated_conv2d
+# The repository root, so the script runs from a checkout whatever the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pag_model.ops import choose_backend, perforated_conv2d  # noqa: E402
 
 LAYERS = {"res4": (256, 2), "res5": (512, 4)}
 

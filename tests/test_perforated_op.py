@@ -1,7 +1,7 @@
 """perforated_conv2d on every CPU backend against dense F.conv2d-then-mask and hand values.
 
-The oracle is written here: `torch.where(mask, act(F.conv2d(...)), fill or 0)`, i.e. the
-definition of the op, computed densely by PyTorch's own convolution. The "cpp" backend
+The oracle (tests/support/perforated.py) is `torch.where(mask, act(F.conv2d(...)), fill or 0)`,
+the definition of the op computed densely by PyTorch's own convolution. The "cpp" backend
 compiles on first use, so its cases are marked slow.
 """
 from __future__ import annotations
@@ -14,44 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pag_model.ops import BACKEND_ENV, perforated_conv2d, tap_major
 from pag_model.ops import backends
 from pag_model.ops.build import CompiledExtension
+from tests.support.perforated import dense_then_mask, layout, make_mask
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_BACKENDS = ["reference", pytest.param("cpp", marks=pytest.mark.slow)]
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-12)}
-
-
-def dense_then_mask(x, weight, mask, bias, dilation, fill, relu):
-    """The op's definition, computed densely: F.conv2d everywhere, then keep active pixels."""
-    pad = dilation * (weight.shape[-1] // 2)
-    y = F.conv2d(x, weight, bias, padding=pad, dilation=dilation)
-    if relu:
-        y = torch.relu(y)
-    other = fill if fill is not None else torch.zeros_like(y)
-    return torch.where(mask[:, None], y, other)
-
-
-def make_mask(batch: int, height: int, width: int, density: float) -> torch.Tensor:
-    """Exactly round(density * pixels) active pixels (at least one when density > 0)."""
-    total = batch * height * width
-    count = 0 if density == 0 else max(1, round(density * total))
-    flat = torch.zeros(total, dtype=torch.bool)
-    flat[torch.randperm(total)[:count]] = True
-    return flat.reshape(batch, height, width)
-
-
-def layout(x: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "channels_last":
-        return x.contiguous(memory_format=torch.channels_last)
-    if kind == "strided":  # every other column of a wider tensor: not contiguous in any format
-        wide = torch.randn(*x.shape[:3], 2 * x.shape[3], dtype=x.dtype)
-        wide[..., ::2] = x
-        return wide[..., ::2]
-    return x.contiguous()
 
 
 @pytest.fixture

@@ -1,0 +1,151 @@
+"""Whole-model sparse inference: PAG-ResNet-50 (OS 8, 512x512) dense vs perforated.
+
+Two models, each timed dense and perforated in one run (calls alternated, minimum of the
+repeats kept, since noise on a shared machine only adds time):
+
+  gated      PAGNet(resnet50, gated res3-res5, no MultiPool).
+             dense      = gates "open", dense path: every 3x3 conv at every pixel.
+             perforated = gates at density 0.5 (forced random masks, or a checkpoint's learned
+                          gates), `to_perforated`: each gated 3x3 conv only at active pixels.
+  multipool  the same plus MultiPool at Res5 (2048 channels, dilations 0,1,2,4,6,8,10).
+             dense      = gates open, dense-masked MultiPool: all six conv branches everywhere.
+             perforated = density-0.5 gates, each pixel computes only its selected branch.
+
+Beside the wall-clock ratio the script prints the multiply-add ratio of the work each run
+actually does (pag_model.flops.count_macs, plus the unselected MultiPool branches that the
+dense-masked run computes) and the saving efficiency (1 - wall ratio) / (1 - MAC ratio);
+the target is >= 0.85. `--thresholds` also converts with per-layer crossover densities
+measured on this machine (`calibrate_thresholds`) and times that model too.
+
+    .venv/bin/python benchmarks/inference.py                      # both models, batch 1
+    .venv/bin/python benchmarks/inference.py --models gated --repeats 5 --thresholds
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# The repository root, so the script runs from a checkout whatever the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pag_model import PAGNet, count_macs  # noqa: E402
+from pag_model.flops import conv_macs_per_pixel  # noqa: E402
+from pag_model.ops import choose_backend  # noqa: E402
+from pag_model.sparse import calibrate_thresholds, from_perforated, to_perforated  # noqa: E402
+
+
+def build(kind: str, checkpoint: str | None) -> PAGNet:
+    model = PAGNet(backbone="resnet50", tasks=("semantic",), num_classes=40,
+                   multipool="res5" if kind == "multipool" else None, gated=("res3", "res4", "res5"))
+    if checkpoint:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("model", state))
+    return model.eval()
+
+
+def set_density(model: PAGNet, images: torch.Tensor, density: float | None, seed: int) -> None:
+    """Fixed random masks of `density` per gate, or the learned gates when density is None."""
+    if density is None:
+        model.set_gate_mode("learned")
+        return
+    gen = torch.Generator().manual_seed(seed)
+    size = images.shape[-1] // model.output_stride
+    for _, gate in model.gates():
+        gate.set_mode("fixed", (torch.rand(images.shape[0], size, size, generator=gen) < density).float())
+
+
+def computed_macs(model: PAGNet, images: torch.Tensor, dense_masked: bool) -> float:
+    """Multiply-adds per image of one forward; a dense-masked MultiPool computes every branch."""
+    report = count_macs(model, images)
+    macs = report.macs.mean().item()
+    if dense_masked:
+        for mp in model.multipools():
+            sel = mp.last_selection
+            hw = sel.shape[2] * sel.shape[3]
+            for i, branch in enumerate(mp.branches):
+                convs = [c for c in branch.modules() if isinstance(c, nn.Conv2d)]
+                unselected = 1.0 - sel[:, i].gt(0).float().mean().item()
+                macs += sum(conv_macs_per_pixel(c) for c in convs) * hw * unselected
+    return macs
+
+
+def best_times(runs: dict[str, callable], repeats: int) -> dict[str, float]:
+    for fn in runs.values():
+        fn()  # warm-up (and the C++ build on first use)
+    best = {name: float("inf") for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+@torch.inference_mode()
+def bench(kind: str, args: argparse.Namespace) -> None:
+    torch.manual_seed(0)
+    model = build(kind, args.checkpoint)
+    images = torch.randn(args.batch, 3, args.size, args.size)
+    density = None if args.checkpoint else args.density
+
+    def dense() -> None:
+        from_perforated(model)
+        model.set_gate_mode("open")
+        model(images)
+
+    def perforated(thresholds=None) -> None:
+        set_density(model, images, density, seed=1)
+        to_perforated(model, thresholds)
+        model(images)
+
+    set_density(model, images, density, seed=1)
+    to_perforated(model)
+    perf_macs = computed_macs(model, images, dense_masked=False)
+    gate_density = sum(g.last_mask.mean().item() for _, g in model.gates()) / len(model.gates())
+    from_perforated(model)
+    model.set_gate_mode("open")
+    dense_macs = computed_macs(model, images, dense_masked=kind == "multipool")
+
+    runs = {"dense": dense, "perforated": perforated}
+    if args.thresholds:
+        start = time.perf_counter()
+        set_density(model, images, density, seed=1)
+        thresholds = calibrate_thresholds(model, images, repeats=2)
+        print(f"  [{kind}] calibrated thresholds in {time.perf_counter() - start:.1f}s: "
+              + ", ".join(f"{k.split('.', 1)[1]}={'never' if v is None else f'{v:.2f}'}" for k, v in thresholds.items()))
+        runs["perforated+thresholds"] = lambda: perforated(thresholds)
+    times = best_times(runs, args.repeats)
+    mac_ratio = perf_macs / dense_macs
+    for name, seconds in times.items():
+        ratio = seconds / times["dense"]
+        eff = (1 - ratio) / (1 - mac_ratio) if name != "dense" else float("nan")
+        ok = "" if name == "dense" else ("yes" if eff >= 0.85 else "NO")
+        print(f"{kind:9} {name:22} {seconds * 1e3:9.1f} {ratio:6.3f} {mac_ratio if name != 'dense' else 1.0:7.3f} "
+              f"{eff:6.2f}  {ok:3}  gate density {gate_density:.3f}, GMAC dense {dense_macs / 1e9:.1f} "
+              f"perforated {perf_macs / 1e9:.1f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["gated", "multipool"], choices=["gated", "multipool"])
+    parser.add_argument("--density", type=float, default=0.5)
+    parser.add_argument("--checkpoint", default=None, help="a trained PAGNet state dict (learned gates)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--thresholds", action="store_true", help="also time with calibrated per-layer thresholds")
+    args = parser.parse_args()
+    print(f"threads={torch.get_num_threads()} backend={choose_backend(torch.empty(0))} batch={args.batch} "
+          f"size={args.size} repeats={args.repeats} (minimum kept) torch={torch.__version__}")
+    print(f"{'model':9} {'run':22} {'ms':>9} {'wall':>6} {'MAC':>7} {'eff':>6}  ok")
+    for kind in args.models:
+        bench(kind, args)
+
+
+if __name__ == "__main__":
+    main()
