@@ -29,14 +29,15 @@ def brute_force_best(pred_yx: np.ndarray, gt_yx: np.ndarray, radius: float) -> t
     return best
 
 
+@pytest.mark.parametrize("native", [False, True], ids=["scipy", "compiled"])
 @pytest.mark.parametrize("seed", range(12))
-def test_matching_is_maximal_then_cheapest_like_brute_force(seed: int) -> None:
+def test_matching_is_maximal_then_cheapest_like_brute_force(seed: int, native: bool) -> None:
     rng = np.random.default_rng(seed)
     pred = np.unique(rng.integers(0, 7, size=(int(rng.integers(1, 6)), 2)), axis=0)
     gt = np.unique(rng.integers(0, 7, size=(int(rng.integers(1, 6)), 2)), axis=0)
     radius = 2.3
     i, j, d2 = candidate_pairs(pred, gt, radius)
-    pred_to_gt, gt_to_pred = match_pairs(i, j, d2, len(pred), len(gt))
+    pred_to_gt, gt_to_pred = match_pairs(i, j, d2, len(pred), len(gt), native=native)
     pairs = [(p, g) for p, g in enumerate(pred_to_gt) if g >= 0]
     # One-to-one, consistent both ways, and every pair within the radius.
     assert len({g for _, g in pairs}) == len(pairs)
@@ -47,13 +48,36 @@ def test_matching_is_maximal_then_cheapest_like_brute_force(seed: int) -> None:
     assert (len(pairs), cost) == brute_force_best(pred, gt, radius)
 
 
-def test_matching_prefers_more_pairs_over_shorter_ones() -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["scipy", "compiled"])
+def test_matching_prefers_more_pairs_over_shorter_ones(native: bool) -> None:
     # p0 could take g0 at distance 0, but then p1 (whose only neighbour is g0) is left out.
     pred = np.array([[0, 0], [0, 3]])
     gt = np.array([[0, 2], [0, 0]])
     i, j, d2 = candidate_pairs(pred, gt, 2.0)
-    pred_to_gt, _ = match_pairs(i, j, d2, 2, 2)
+    pred_to_gt, _ = match_pairs(i, j, d2, 2, 2, native=native)
     assert list(pred_to_gt) == [1, 0]
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["scipy", "compiled"])
+def test_cheapest_pixels_win_when_both_sides_have_surplus(native: bool) -> None:
+    # p0 (distance 1) and p1 (distance 2) compete for g0; g1 (distance 1) and g2
+    # (distance 2) compete for p2: both sides keep an unmatched pixel, the nearer ones match.
+    pred = np.array([[10, 10], [10, 13], [30, 30]])
+    gt = np.array([[10, 11], [31, 30], [30, 32]])
+    i, j, d2 = candidate_pairs(pred, gt, 2.5)
+    pred_to_gt, gt_to_pred = match_pairs(i, j, d2, 3, 3, native=native)
+    assert list(pred_to_gt) == [0, -1, 1]
+    assert list(gt_to_pred) == [0, 2, -1]
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["scipy", "compiled"])
+def test_saturated_sides_pick_the_nearest_partner(native: bool) -> None:
+    pred = np.array([[5, 5]])
+    gt = np.array([[5, 7], [6, 5]])
+    i, j, d2 = candidate_pairs(pred, gt, 2.5)
+    assert list(match_pairs(i, j, d2, 1, 2, native=native)[0]) == [1]
+    i, j, d2 = candidate_pairs(gt, pred, 2.5)
+    assert list(match_pairs(i, j, d2, 2, 1, native=native)[1]) == [1]
 
 
 def test_two_predicted_pixels_next_to_one_annotated_pixel_give_one_match() -> None:
@@ -109,14 +133,23 @@ def test_empty_maps_and_shape_mismatch() -> None:
         correspond_pixels(empty, np.zeros((30, 41), dtype=bool))
 
 
+@pytest.mark.parametrize("native", [False, True], ids=["scipy", "compiled"])
 @pytest.mark.parametrize("seed", range(4))
-def test_matching_agrees_with_dense_assignment_on_larger_sets(seed: int) -> None:
+def test_matching_agrees_with_dense_assignment_on_larger_sets(seed: int, native: bool) -> None:
     # Dense Hungarian reference: forbidden pairs cost more than any full set of allowed pairs.
     from scipy.optimize import linear_sum_assignment
 
     rng = np.random.default_rng(100 + seed)
-    pred = np.unique(rng.integers(0, 25, size=(60, 2)), axis=0)
-    gt = np.unique(rng.integers(0, 25, size=(45, 2)), axis=0)
+    if seed < 2:
+        pred = np.unique(rng.integers(0, 25, size=(60, 2)), axis=0)
+        gt = np.unique(rng.integers(0, 25, size=(45, 2)), axis=0)
+    else:
+        # Boundary-like: a closed curve and a jittered, partly missing copy of it.
+        t = np.linspace(0, 2 * np.pi, 900)
+        curve = np.stack([60 + 50 * np.sin(t), 90 + 80 * np.cos(3 * t) * 0.5 + 40 * np.cos(t)], 1)
+        pred = np.unique(curve.round().astype(int), axis=0)
+        jitter = rng.integers(-2, 3, pred.shape)
+        gt = np.unique((pred + jitter)[rng.random(len(pred)) < 0.8], axis=0)
     radius = 2.5
     d = np.sqrt(((pred[:, None, :] - gt[None, :, :]) ** 2).sum(-1))
     cost = np.rint(d * 100)
@@ -126,7 +159,7 @@ def test_matching_agrees_with_dense_assignment_on_larger_sets(seed: int) -> None
     allowed = dense[rows, cols] < big
     expected = (int(allowed.sum()), int(cost[rows[allowed], cols[allowed]].sum()))
     i, j, d2 = candidate_pairs(pred, gt, radius)
-    pred_to_gt, _ = match_pairs(i, j, d2, len(pred), len(gt))
+    pred_to_gt, _ = match_pairs(i, j, d2, len(pred), len(gt), native=native)
     hit = pred_to_gt >= 0
     got = (int(hit.sum()), int(cost[np.flatnonzero(hit), pred_to_gt[hit]].sum()))
     assert got == expected

@@ -30,6 +30,8 @@ def _csr(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray, n
     """CSR pointers and edge order for edges given as (rows, cols); keeps zero costs."""
     if len(rows) < 2 or bool((rows[1:] >= rows[:-1]).all()):
         order = np.arange(len(rows))
+    elif n_rows < 2**15:
+        order = np.argsort(rows.astype(np.int16), kind="stable")  # radix sort, O(E)
     else:
         order = np.argsort(rows, kind="stable")
     indptr = np.zeros(n_rows + 1, dtype=np.int64)

@@ -64,8 +64,22 @@ int pag_assign_full(int32_t n_rows, int32_t n_cols, const int64_t *indptr, const
     }
     for (int32_t j = 0; j < n_cols; j++) { col_to_row[j] = -1; dist[j] = INF; }
     for (int32_t i = 0; i < n_rows; i++) row_to_col[i] = -1;
+    /* Greedy start: a row whose cheapest column is free takes it. With v = 0 and
+     * u(i) = its row minimum, every reduced cost stays >= 0 and matched edges are tight. */
+    for (int32_t i = 0; i < n_rows; i++) {
+        int64_t best = -1;
+        for (int64_t e = indptr[i]; e < indptr[i + 1]; e++) {
+            if (best < 0 || cost[e] < cost[best]) best = e;
+        }
+        if (best >= 0 && col_to_row[indices[best]] < 0) {
+            row_to_col[i] = indices[best];
+            col_to_row[indices[best]] = i;
+            matched_cost[i] = cost[best];
+        }
+    }
 
     for (int32_t s = 0; s < n_rows; s++) {
+        if (row_to_col[s] >= 0) continue;
         int64_t heap_size = 0, n_touched = 0;
         int32_t end = -1;
         int64_t final_dist = 0;
