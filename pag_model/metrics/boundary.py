@@ -21,6 +21,7 @@ import numpy as np
 
 from pag_model.metrics.boundary_image import benchmark_thresholds, boundary_counts
 from pag_model.metrics.boundary_scores import boundary_scores, pr_curve
+from pag_model.metrics.assign_native import native_library
 from pag_model.metrics.correspond import MAX_DIST
 from pag_model.metrics.inputs import check_keys, to_numpy
 
@@ -96,6 +97,7 @@ class BoundaryMeter:
         if self._pool is None:
             # forkserver: safe in threaded parents (Ray workers, torch), and the server imports
             # the evaluation code once, so each worker starts without re-importing torch.
+            native_library()  # compile the matcher once here rather than in every worker
             context = get_context("forkserver")
             context.set_forkserver_preload(["pag_model.metrics.boundary_image"])
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
@@ -202,6 +204,12 @@ class BoundaryMeter:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A meter sent to another process travels without its worker pool.
+        state = self.__dict__.copy()
+        state["_pool"] = None
+        return state
 
     def __enter__(self) -> "BoundaryMeter":
         return self

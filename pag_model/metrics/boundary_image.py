@@ -29,8 +29,19 @@ _EPS = np.finfo(np.float64).eps
 
 
 def benchmark_thresholds(count: int = NUM_THRESHOLDS) -> np.ndarray:
-    """`linspace(1/(K+1), 1-1/(K+1), K)`: the benchmark's thresholds (K,)."""
-    return np.linspace(1.0 / (count + 1), 1.0 - 1.0 / (count + 1), count)
+    """The benchmark's K thresholds, MATLAB's `linspace(1/(K+1), 1-1/(K+1), K)`, float64 (K,).
+
+    Computed as MATLAB does, d1 + (0:K-1) .* (d2 - d1) / (K - 1) with the last set to d2,
+    so that maps read back from 8-bit PNGs compare with them bit for bit.
+    """
+    if count < 1:
+        raise ValueError(f"benchmark_thresholds: expected at least 1 threshold, got {count}")
+    low, high = 1.0 / (count + 1), 1.0 - 1.0 / (count + 1)
+    if count == 1:
+        return np.array([high])
+    values = low + (np.arange(count) * (high - low)) / (count - 1)
+    values[-1] = high
+    return values
 
 
 def check_boundary_inputs(prob: np.ndarray, annotations: Sequence[np.ndarray]) -> list[np.ndarray]:

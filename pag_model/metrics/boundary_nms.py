@@ -28,9 +28,9 @@ MULTIPLIER = 1.01
 
 
 def quantize_png(prob: np.ndarray) -> np.ndarray:
-    """Round a map in [0, 1] to multiples of 1/255, as `im2uint8` + `imread / 255` do."""
+    """Round a map in [0, 1] to multiples of 1/255 (float64), as `im2uint8` + `double(imread)/255`."""
     levels = np.floor(np.clip(prob, 0.0, 1.0) * 255.0 + 0.5)
-    return (levels / 255.0).astype(np.float32)
+    return levels / 255.0
 
 
 def conv_tri(image: np.ndarray, radius: int) -> np.ndarray:
