@@ -207,6 +207,7 @@ def run_sweep(
                     search_alg=search_algorithm(sweep, concurrent),
                     scheduler=scheduler(sweep, len(pipeline.stages)),
                     num_samples=sweep.num_samples,
+                    trial_dirname_creator=trial_dirname,
                 ),
                 run_config=tune.RunConfig(
                     name="tune",
@@ -271,6 +272,11 @@ def curriculum_points(sweep: SweepConfig, pipeline: PipelineConfig) -> list[Fron
         }
         points.append(FrontPoint(f"curriculum-{stage.name}", record.metrics["macs"], record.metrics[metric], extra))
     return points
+
+
+def trial_dirname(trial: Any) -> str:
+    """The trial's directory under `<sweep>/tune/`: its id (Tune's default appends every value)."""
+    return trial.trial_id
 
 
 def budget_alias(fraction: float) -> str:

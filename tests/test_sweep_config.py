@@ -156,3 +156,23 @@ def test_concurrency_from_cluster_resources(tmp_path):
     assert max_concurrent(sweep_g, gpu, {"CPU": 64.0, "GPU": 5.0}) == math.floor(5 / 2)
     with pytest.raises(ConfigError, match="one trial needs 5 CPUs .* the cluster has 2 CPUs"):
         max_concurrent(sweep_g, gpu, {"CPU": 2.0, "GPU": 1.0})
+
+
+def test_command_line_rejects_a_bad_config_before_starting_ray(tmp_path, capsys):
+    from pipelines.sweep import main
+
+    path = write(tmp_path, {"space": {"rho": 2.0}})
+    assert main(["--config", str(path), "--sweep-id", "cli"]) == 2
+    err = capsys.readouterr().err
+    assert "sweep.space.rho=2.0" in err and str(path) in err
+
+
+def test_script_entry_point_runs_from_the_repository_root():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "pipelines/sweep.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--sweep-id" in out.stdout and "--config" in out.stdout
