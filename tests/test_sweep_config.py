@@ -167,6 +167,7 @@ def test_command_line_rejects_a_bad_config_before_starting_ray(tmp_path, capsys)
     assert "sweep.space.rho=2.0" in err and str(path) in err
 
 
+@pytest.mark.slow
 def test_script_entry_point_runs_from_the_repository_root():
     import subprocess
     import sys

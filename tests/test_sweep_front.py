@@ -14,10 +14,10 @@ import yaml
 
 from pipelines.front import FrontPoint
 from pipelines.stages import StageRecord, write_record
-from pipelines.sweep import (
+from pipelines.sweep_publish import (
     SweepResult,
     TrialRow,
-    _trial_points,
+    trial_points,
     budget_alias,
     budget_aliases,
     curriculum_points,
@@ -78,7 +78,7 @@ def test_only_finished_trials_become_points():
         TrialRow("t2", "error", {"lam": 1e300}, {"score": 0.9, "macs": 10.0}, "StageError: non-finite loss"),
         TrialRow("t3", "no result", {"lam": 1e-2}, {}),
     ]
-    points = _trial_points(rows)
+    points = trial_points(rows)
     assert [p.name for p in points] == ["t1"]
     p = points[0]
     assert (p.cost, p.score) == (50.0, 0.4)

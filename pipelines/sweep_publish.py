@@ -1,0 +1,193 @@
+"""What a sweep leaves behind: the trial table, the front, its plot and registered models.
+
+- `trial_points`: finished trials as `FrontPoint`s (cost = measured multiply-adds per image,
+  score = tracking.front_metric); `curriculum_points`: the curriculum's finished rho stages.
+- `publish`: on the sweep's parent run, `sweep/trials.csv` (every trial, failed ones with
+  their error), `front/front.csv` (the non-dominated set, `pipelines.front.pareto_front`) and
+  `front/front.png` (`sweep_plot.plot_sweep`); each front point registered as a version of
+  `<tracking.registered_model>-<sweep_id>`, tagged with its metrics and hyperparameters.
+- `budget_aliases`: for each budget fraction of the dense model's multiply-adds, the best
+  front point within it (`pipelines.front.champion`) gets the alias `flops-<fraction>`.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from pipelines.config import PipelineConfig
+from pipelines.front import FrontPoint, champion, pareto_front, write_front_csv
+from pipelines.search_space import COST, SCORE
+from pipelines.sweep_config import SweepConfig
+from pipelines.sweep_plot import plot_sweep
+from pipelines.tracking import TAG_PIPELINE, TAG_STAGE, Tracker
+
+
+@dataclass
+class TrialRow:
+    """One trial as the sweep saw it: its values, status and last reported stage."""
+
+    trial_id: str
+    status: str
+    values: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class SweepResult:
+    """What a finished (or resumed and finished) sweep produced."""
+
+    trials: list[TrialRow]
+    points: list[FrontPoint]
+    front: list[FrontPoint]
+    aliases: dict[str, str]
+    versions: dict[str, str]
+    registered_model: str
+    tracking_uri: str
+    parent_run_id: str
+
+
+def curriculum_points(sweep: SweepConfig, pipeline: PipelineConfig) -> list[FrontPoint]:
+    """The curriculum's finished rho stages as front points (none without `sweep.curriculum`)."""
+    if not sweep.curriculum:
+        return []
+    from pipelines.config import load_config
+    from pipelines.stages import read_record
+
+    staged = load_config(sweep.curriculum)
+    metric = pipeline.tracking.front_metric
+    points = []
+    for stage in staged.stages:
+        record = read_record(staged, stage)
+        if stage.rho is None or record is None or metric not in record.metrics:
+            continue
+        extra = {
+            "source": "curriculum",
+            "rho": stage.rho,
+            "lam": stage.lam,
+            "model_uri": record.model_uri,
+            "macs_ratio": record.metrics["macs_ratio"],
+            "dense_macs": record.metrics["dense_macs"],
+        }
+        points.append(FrontPoint(f"curriculum-{stage.name}", record.metrics["macs"], record.metrics[metric], extra))
+    return points
+
+
+def budget_alias(fraction: float) -> str:
+    """0.7 -> "flops-0_7" (registry aliases allow letters, digits, _ and - only)."""
+    return f"flops-{fraction:g}".replace(".", "_")
+
+
+def budget_aliases(points: Sequence[FrontPoint], budgets: Sequence[float]) -> dict[str, str]:
+    """alias -> point name: for each budget fraction of the largest dense multiply-adds, the
+    best front point within it (`pipelines.front.champion`); budgets nothing fits get none."""
+    if not points:
+        return {}
+    dense = max(p.extra["dense_macs"] for p in points)
+    out = {}
+    for fraction in budgets:
+        best = champion(points, fraction * dense)
+        if best is not None:
+            out[budget_alias(fraction)] = best.name
+    return out
+
+
+def trial_points(trials: Sequence[TrialRow]) -> list[FrontPoint]:
+    points = []
+    for row in trials:
+        if row.status != "done":
+            continue
+        m = row.metrics
+        extra = {
+            "source": "trial",
+            "rho": m["rho"],
+            "lam": row.values.get("lam", ""),
+            "model_uri": m["model_uri"],
+            "macs_ratio": m["macs_ratio"],
+            "dense_macs": m["dense_macs"],
+            "stage": m["stage"],
+            "run_id": m["run_id"],
+            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in row.values.items() if k not in ("lam", "rho")},
+        }
+        points.append(FrontPoint(row.trial_id, m[COST], m[SCORE], extra))
+    return points
+
+
+def publish(
+    pipeline: PipelineConfig,
+    sweep: SweepConfig,
+    tracker: Tracker,
+    parent: str,
+    trials: Sequence[TrialRow],
+    points: Sequence[FrontPoint],
+) -> SweepResult:
+    """Trial table, front CSV and plot on the parent run; the front's models registered."""
+    metric = pipeline.tracking.front_metric
+    name = f"{pipeline.tracking.registered_model}-{sweep.sweep_id}"
+    front = pareto_front(points)
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker.log_file(parent, write_trials_csv(trials, Path(tmp) / "trials.csv"), "sweep")
+        if points:
+            tracker.log_file(parent, write_front_csv(front, Path(tmp) / "front.csv"), "front")
+            tracker.log_file(parent, plot_sweep(points, Path(tmp) / "front.png", metric), "front")
+    failed = [t.trial_id for t in trials if t.status == "error"]
+    tracker.client.set_tag(parent, "failed_trials", ",".join(failed) or "none")
+    tracker.log_metrics(parent, {"trials_done": sum(t.status == "done" for t in trials), "trials_failed": len(failed)}, 0)
+    aliases = budget_aliases(points, sweep.budgets)
+    aliases_of: dict[str, list[str]] = {p.name: [] for p in front}
+    for alias, point_name in aliases.items():
+        aliases_of[point_name].append(alias)
+    versions = {}
+    for p in front:
+        tags = {
+            TAG_PIPELINE: sweep.sweep_id,
+            TAG_STAGE: p.name,
+            "macs": p.cost,
+            "flops": 2 * p.cost,
+            metric: p.score,
+            **{k: v for k, v in p.extra.items() if k not in ("model_uri",)},
+        }
+        versions[p.name] = tracker.register(name, p.extra["model_uri"], aliases_of[p.name], tags)
+    return SweepResult(list(trials), list(points), front, aliases, versions, name, tracker.tracking_uri, parent)
+
+
+def write_trials_csv(trials: Sequence[TrialRow], path: str | Path) -> Path:
+    """Every trial: id, status, searched values, score, macs, ratios, stage, run, error (atomic)."""
+    path = Path(path)
+    keys = sorted({k for t in trials for k in t.values})
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["trial_id", "status", *keys, SCORE, COST, "macs_ratio", "dense_macs", "stage", "run_id", "error"])
+        for t in sorted(trials, key=lambda t: t.trial_id):
+            m = t.metrics
+            row = [t.trial_id, t.status]
+            row += ["+".join(v) if isinstance(v := t.values.get(k, ""), tuple) else v for k in keys]
+            row += [m.get(k, "") for k in (SCORE, COST, "macs_ratio", "dense_macs", "stage", "run_id")]
+            writer.writerow(row + [t.error.strip().splitlines()[-1] if t.error else ""])
+    os.replace(tmp, path)
+    return path
+
+
+def summary_table(result: SweepResult) -> str:
+    """Plain-text table: every trial (and curriculum point) with rho, lambda, GMACs, score."""
+    on_front = {p.name for p in result.front}
+    by_name = {v: k for k, v in result.aliases.items()}
+    lines = [f"{'trial':<24}{'status':>10}{'rho':>7}{'lambda':>10}{'GMACs/img':>11}{'ratio':>7}{'score':>8}  front"]
+    for p in sorted(result.points, key=lambda p: p.cost):
+        mark = "*" if p.name in on_front else ""
+        alias = " " + ",".join(a for a, n in result.aliases.items() if n == p.name) if p.name in by_name else ""
+        lam = p.extra.get("lam", "")
+        lam = f"{lam:.1e}" if isinstance(lam, float) else str(lam)
+        lines.append(
+            f"{p.name:<24}{'done':>10}{p.extra.get('rho', 0):>7.3f}{lam:>10}{p.cost / 1e9:>11.4f}"
+            f"{p.extra.get('macs_ratio', 1):>7.2f}{p.score:>8.3f}  {mark}{alias}"
+        )
+    for t in result.trials:
+        if t.status != "done":
+            lines.append(f"{t.trial_id:<24}{t.status:>10}  {t.error.strip().splitlines()[-1][:80] if t.error else ''}")
+    return "\n".join(lines)
