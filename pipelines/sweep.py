@@ -207,6 +207,10 @@ def run_sweep(
         for row in trials:
             if row.status == "error":
                 progress(f"trial {row.trial_id} {row.values} failed: {row.error.splitlines()[-1] if row.error else ''}")
+            elif row.status == "done" and row.metrics.get("stage_index") != len(pipeline.stages) - 1:
+                # ASHA stopped it after an earlier stage: its run never reached its own finish().
+                tracker.client.set_tag(row.metrics["run_id"], "pag_stopped_early", f"after {row.metrics['stage']}")
+                tracker.finish(row.metrics["run_id"])
         points = trial_points(trials) + curriculum_points(sweep, pipeline)
         result = publish(pipeline, sweep, tracker, parent, trials, points)
     except SweepInterrupted:
