@@ -177,3 +177,10 @@ def test_script_entry_point_runs_from_the_repository_root():
     )
     assert out.returncode == 0, out.stderr
     assert "--sweep-id" in out.stdout and "--config" in out.stdout
+
+
+def test_sweep_section_round_trips_through_its_dict():
+    # Trials rebuild the section from this dict (it travels through tune.with_parameters).
+    _, sweep = load_sweep_config(REPO / "configs" / "nyuv2_seg_sweep.yaml")
+    again = parse_sweep(yaml.safe_load(yaml.safe_dump(sweep.to_dict())))
+    assert again == sweep
