@@ -124,6 +124,8 @@ def train_stage(
 
     stage = config.stages[index]
     scaling = config.scaling
+    marker = storage.join(pipeline_root(config), "stages", f"{stage.name}.nonfinite.json")
+    _remove(marker)
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker
@@ -135,6 +137,7 @@ def train_stage(
         "tracking_uri": tracking_uri,
         "run_id": run_id,
         "eval": _eval_args(config) if config.train.eval_every else None,
+        "nonfinite_marker": marker,
     }
     fs, root = storage.filesystem(pipeline_root(config))
     data_limits = DataResources(cpu=_data_cpus(config), object_store_bytes=256 << 20)
@@ -160,11 +163,12 @@ def train_stage(
         raise StageError(f"stage {stage.name!r} failed after {config.train.max_failures} restart(s): {err}") from err
     metrics = dict(result.metrics or {})
     last_good = checkpoint_uri(result.checkpoint) if result.checkpoint is not None else None
-    if metrics.get("nonfinite_loss"):
+    if storage.exists(marker):
+        info = json.loads(storage.read_bytes(marker))
         raise NonFiniteLossError(
-            f"stage {stage.name!r}: non-finite loss ({metrics.get('loss_value')}) at iteration "
-            f"{metrics.get('iteration')}; training stopped. Last good checkpoint: {last_good} "
-            f"(lower stages.{stage.name}.lr or check the data)"
+            f"stage {stage.name!r}: non-finite loss ({info['loss']}) at iteration "
+            f"{info['iteration']}; training stopped. Last good checkpoint: {last_good} "
+            f"(lower stages.{stage.name}.lr or stages.{stage.name}.lam, or check the data)"
         )
     if last_good is None or metrics.get("iteration") != stage.iterations:
         raise StageError(
@@ -172,6 +176,17 @@ def train_stage(
             f"with checkpoint {last_good}"
         )
     return StageRecord(stage.name, index, last_good, stage.iterations, run_id)
+
+
+def _remove(uri: str) -> None:
+    """Delete a file if it exists (local or S3)."""
+    if storage.exists(uri):
+        fs, path = storage.filesystem(uri)
+        fs.delete_file(path)
+    elif "://" not in uri:
+        from pathlib import Path
+
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _train_data(config: PipelineConfig, limits: Any, train_dataset: Any) -> Any:

@@ -122,9 +122,13 @@ class Tracker:
         if run_id is None:
             tags = {TAG_PIPELINE: pipeline_id, TAG_KIND: kind}
             run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=pipeline_id).info.run_id
-            # Credentials (a tracking URI with a password, S3 keys) never reach MLflow.
-            self.log_params(run_id, flatten(redact(config)))
-            self.log_json(run_id, redact(config), "config/resolved_config.json")
+        # Credentials (a tracking URI with a password, S3 keys) never reach MLflow. A re-run
+        # may add stages: new keys are logged; MLflow params are immutable, so a changed value
+        # keeps the first one, and the resolved config artifact always shows the latest run.
+        params = flatten(redact(config))
+        known = self.client.get_run(run_id).data.params
+        self.log_params(run_id, {k: v for k, v in params.items() if k not in known})
+        self.log_json(run_id, redact(config), "config/resolved_config.json")
         self.client.update_run(run_id, status="RUNNING")
         return run_id
 

@@ -67,7 +67,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     TrainConfig fields), init_checkpoint
     (previous stage: local dir or ray.train.Checkpoint, or None),
     tracking_uri and run_id (MLflow; None disables logging), eval (dict of evaluate.py's
-    `eval_batches` arguments, or None).
+    `eval_batches` arguments, or None), nonfinite_marker (URI written if the loss goes
+    non-finite, or None).
     """
     import ray.train
     import ray.train.torch
@@ -133,7 +134,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             net.set_tau(tau.value(it))
             loss, loss_sparse, parts, densities = forward_loss(model, net, batch, tasks, rho, stage["lam"], use_bf16)
             if not _all_finite(loss, world, device):
-                _stop_nonfinite(stage["name"], it, float(loss), logger)
+                _stop_nonfinite(stage["name"], it, float(loss), logger, rank, config.get("nonfinite_marker"))
                 return
             sgd_step(loss, optimizer, scheduler)
             it += 1
@@ -238,10 +239,18 @@ def _all_finite(loss: torch.Tensor, world: int, device: torch.device) -> bool:
     return bad.item() == 0.0
 
 
-def _stop_nonfinite(stage: str, it: int, loss: float, logger: Any) -> None:
+def _stop_nonfinite(stage: str, it: int, loss: float, logger: Any, rank: int, marker: Optional[str]) -> None:
+    """Record the failure for the driver (a marker file: Ray's result keeps only metrics
+    reported with checkpoints) and end this worker's loop."""
+    import json
+
     import ray.train
 
+    from pipelines.datasets import storage
+
     logger.log_metrics({"train/nonfinite_loss": 1.0}, it)
+    if rank == 0 and marker:
+        storage.write_bytes(marker, json.dumps({"stage": stage, "iteration": it, "loss": str(loss)}).encode())
     # Every worker reports once, without a checkpoint: the last good one stays the latest.
     ray.train.report({"nonfinite_loss": 1.0, "iteration": it, "loss_value": str(loss), "stage": stage})
 

@@ -50,7 +50,7 @@ def _runs(client, experiment, pipeline_id):
 
 def _checkpoints(storage: Path, pipeline_id: str, index: int, stage: str) -> list[str]:
     run_dir = storage / pipeline_id / f"{pipeline_id}-{index:02d}-{stage}"
-    return sorted(p.name for p in run_dir.glob("checkpoint_*"))
+    return sorted(p.name for p in run_dir.glob("checkpoint_0*"))
 
 
 def test_pipeline_tracks_registers_and_skips_finished_stages(local_ray, shards, tmp_path, mlflow_server):  # noqa: F811
@@ -59,7 +59,7 @@ def test_pipeline_tracks_registers_and_skips_finished_stages(local_ray, shards, 
 
     pid, exp, name = "it1", "it-exp-1", "it-model-1"
     extra = [f"pipeline_id={pid}", f"tracking.tracking_uri={mlflow_server.uri}",
-             f"tracking.experiment={exp}", f"tracking.registered_model={name}"]
+             f"tracking.experiment={exp}", f"tracking.registered_model={name}", "tracking.budget=1.0"]
     # First run stops after the base stage (as if the pipeline were stopped there).
     first = tiny_config(shards, tmp_path, "[{name: base, iterations: 2, lr: 0.01}]", extra=extra)
     run_pipeline(first, progress=lambda _: None)

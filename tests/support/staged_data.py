@@ -44,5 +44,5 @@ def tiny_config(shards: Path, storage: Path, stages: str, workers: int = 1, extr
 
 TWO_STAGES = (
     "[{name: base, iterations: 2, lr: 0.01},"
-    " {name: rho-0_5, iterations: 2, lr: 0.01, multipool: res5, gated: [res4, res5], rho: 0.5, lam: 0.01}]"
+    " {name: rho-0_5, iterations: 2, lr: 0.01, multipool: res5, gated: [res4, res5], rho: 0.5, lam: 0.002}]"
 )
