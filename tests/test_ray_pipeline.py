@@ -202,7 +202,7 @@ def test_train_batches_are_flipped_and_cropped_views_of_the_source(local_ray, to
             for i in range(len(batch["sample_id"])):
                 flips.append(_check_train_row({k: v[i] for k, v in batch.items()}))
     assert len(flips) == 24 and any(flips) and not all(flips)
-    torch_batch = next(iter(ds.iter_torch_batches(batch_size=4, collate_fn=ray_pipeline.to_torch_batch)))
+    torch_batch = next(iter(ds.iter_torch_batches(batch_size=4, collate_fn=ray_pipeline.TorchCollate())))
     shapes = {k: (tuple(v.shape), v.dtype) for k, v in torch_batch.items()}
     assert shapes == {
         "image": ((4, 3, 32, 48), torch.float32),
@@ -251,14 +251,14 @@ def _train_loop(config: dict) -> None:
     """Record, per epoch, the sample ids this worker saw; then one torch batch's shapes."""
     import ray.train
 
-    from pipelines.datasets.ray_pipeline import to_torch_batch
+    from pipelines.datasets.ray_pipeline import TorchCollate
 
     rank = ray.train.get_context().get_world_rank()
     shard = ray.train.get_dataset_shard("train")
     seen = []
     for _ in range(2):
         seen.append([str(s) for b in shard.iter_batches(batch_size=2) for s in b["sample_id"]])
-    batch = next(iter(shard.iter_torch_batches(batch_size=2, collate_fn=to_torch_batch)))
+    batch = next(iter(shard.iter_torch_batches(batch_size=2, collate_fn=TorchCollate())))
     record = {"epochs": seen, "image": list(batch["image"].shape), "semantic": list(batch["semantic"].shape)}
     with open(f"{config['out']}/rank{rank}.json", "w") as f:
         json.dump(record, f)

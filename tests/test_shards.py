@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.datasets import shards, storage
+from pipelines.datasets import shard_rows, shards, storage
 from pipelines.datasets.schema import SCHEMA_VERSION, TARGET_FIELDS
 from tests.support.toy_dataset import make_sample
 
@@ -177,3 +177,23 @@ def test_storage_options_from_standard_aws_variables(monkeypatch) -> None:
     assert storage.join("s3://bucket/pre/", "train", "x.parquet") == "s3://bucket/pre/train/x.parquet"
     with pytest.raises(ValueError, match="must look like http"):
         storage.s3_filesystem(storage.StorageOptions(endpoint_url="127.0.0.1:9"))
+
+
+def test_rows_are_one_per_row_group_and_readable_by_address(tmp_path) -> None:
+    uris = []
+    for f in range(2):
+        rows = [shards.encode_sample(make_sample(3 * f + i)) for i in range(3)]
+        uris.append(storage.join(str(tmp_path), "train", shards.shard_name(f)))
+        shards.write_shard(rows, uris[-1])
+    addresses = shard_rows.row_addresses(uris)
+    assert addresses == [(f, g, 0) for f in range(2) for g in range(3)]
+    reader = shard_rows.RowReader(uris, ["sample_id", "image", "depth", "depth_shape", "depth_dtype"])
+    row = reader.read(1, 2, 0)
+    assert row["sample_id"] == "train-05" and set(row) == set(reader.columns)
+    loader = shard_rows.SampleLoader(reader, ["depth"], crop=None)
+    sample = loader.load(0, 1, 0)
+    np.testing.assert_array_equal(sample["depth"], make_sample(1).depth)
+    batch = {"file": np.array([1, 0, 0]), "group": np.array([0, 2, 0]), "offset": np.zeros(3, int)}
+    groups = list(shard_rows.SampleLoader(reader, ["depth"], crop=(32, 48), rows_per_block=2)(batch))
+    assert [list(g["sample_id"]) for g in groups] == [["train-03", "train-02"], ["train-00"]]
+    assert groups[0]["image"].shape == (2, 32, 48, 3) and groups[1]["depth"].shape == (1, 32, 48)

@@ -12,6 +12,7 @@ Layout under the output URI (a local directory or s3://bucket/prefix):
                                      shards, skipped files with reasons, schema version
     <split>/part-00000.parquet       shards, each published only once complete
 
+Each row is its own Parquet row group, so any sample can be read alone (`shard_rows.py`).
 A shard's footer carries its sample count and the target fields all its rows have, so a
 manifest can be rebuilt from the shards alone (which is what reruns of the converter do).
 """
@@ -197,7 +198,8 @@ def write_shard(
     )
     with tempfile.TemporaryDirectory(prefix="pag-shard-") as tmp:
         local = os.path.join(tmp, "shard.parquet")
-        pq.write_table(table, local, compression="zstd", row_group_size=16)
+        # One row per row group: a sample is one ranged read away (see shard_rows.py).
+        pq.write_table(table, local, compression="zstd", row_group_size=1)
         size = os.path.getsize(local)
         storage.put_file(local, uri, options)
     return {"count": len(rows), "bytes": size, "fields": fields}

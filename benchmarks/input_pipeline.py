@@ -1,0 +1,144 @@
+"""Input pipeline throughput: the Ray Data pipeline vs a torch DataLoader, in one run.
+
+Both read the same Parquet shards and do the same work per sample, in a new random order
+every epoch: read the sample's row from its shard, decode (PNG image and labels, raw float
+arrays), random flip + crop (`shard_rows.SampleLoader`), collate into the training layout
+(`ray_pipeline.to_torch_batch`).
+
+- Ray Data: `ray_pipeline.train_dataset(...).iter_torch_batches(collate_fn=TorchCollate())`
+  on a local 2-CPU Ray instance.
+- DataLoader: a map-style dataset over the same row addresses, `shuffle=True`, 2 worker
+  processes doing the read/decode/augment/collate.
+
+Epochs alternate between the two (so drifting load on a shared machine hits both alike);
+samples per second are averaged over the epochs after a warm-up epoch each. Data:
+NYUv2-format scenes from `write_formats` converted with `pipelines.datasets.convert`.
+
+    python benchmarks/input_pipeline.py [--samples 64] [--size 240 320] [--crop 224 304]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipelines.datasets import convert, ray_pipeline, shard_rows, shards  # noqa: E402
+from pipelines.datasets.write_formats import write_dataset  # noqa: E402
+
+TASKS = ("semantic", "depth", "normals")
+
+
+class ShardSamples(Dataset):
+    """The split's samples by index, read, decoded and augmented on access (DataLoader side).
+
+    Args:
+        files: shard paths.
+        crop: (h, w) random crop.
+    """
+
+    def __init__(
+        self,
+        files: list[str],
+        crop: tuple[int, int],
+    ) -> None:
+        fields = ray_pipeline.fields_for(TASKS)
+        reader = shard_rows.RowReader(files, ray_pipeline._columns(fields))
+        self.addresses = shard_rows.row_addresses(files)
+        self.loader = shard_rows.SampleLoader(reader, fields, crop)
+
+    def __len__(self) -> int:
+        return len(self.addresses)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.loader.load(*self.addresses[index])
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return ray_pipeline.to_torch_batch({k: np.stack([it[k] for it in items]) for k in items[0]})
+
+
+def _worker_init(worker_id: int) -> None:
+    shard_rows.forget_open_files()  # do not share the parent's file handles
+
+
+def _epoch_rate(batches: Iterable[dict[str, torch.Tensor]]) -> float:
+    """Samples per second of one pass over `batches`."""
+    start, count = time.perf_counter(), 0
+    for batch in batches:
+        count += batch["image"].shape[0]
+    return count / (time.perf_counter() - start)
+
+
+def _interleaved(
+    epochs: dict[str, Callable[[], Iterable[dict[str, torch.Tensor]]]],
+    n_epochs: int,
+) -> dict[str, list[float]]:
+    """Per-epoch rates of each pipeline, alternating epochs so load drift hits both alike."""
+    rates: dict[str, list[float]] = {name: [] for name in epochs}
+    for _ in range(n_epochs):
+        for name, make in epochs.items():
+            rates[name].append(_epoch_rate(make()))
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument("--size", type=int, nargs=2, default=(240, 320))
+    parser.add_argument("--crop", type=int, nargs=2, default=(224, 304))
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=5, help="per pipeline, one of them warm-up")
+    args = parser.parse_args()
+    import ray
+
+    work = tempfile.mkdtemp(prefix="b2bench", dir="/tmp")
+    try:
+        raw = write_dataset("nyuv2", os.path.join(work, "raw"), {"train": args.samples}, tuple(args.size))
+        out = os.path.join(work, "shards")
+        convert.convert("nyuv2", str(raw), out, splits=["train"], shard_mb=8)
+        manifest = shards.read_manifest(out)
+        files = shards.split_files(out, "train", manifest)
+        crop = tuple(args.crop)
+        print(f"{args.samples} NYUv2-format samples {tuple(args.size)}, crop {crop}, batch "
+              f"{args.batch_size}, tasks {TASKS}, {len(files)} shards, {os.cpu_count()} cores")
+
+        loader = DataLoader(ShardSamples(files, crop), batch_size=args.batch_size, shuffle=True,
+                            num_workers=2, collate_fn=_collate, persistent_workers=True,
+                            worker_init_fn=_worker_init)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=512 * 2**20, _temp_dir=os.path.join(work, "ray"))
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        ds = ray_pipeline.train_dataset(out, "train", crop, TASKS, seed=0)
+        collate = ray_pipeline.TorchCollate()
+        rates = _interleaved(
+            {
+                "torch": lambda: loader,
+                "ray": lambda: ds.iter_torch_batches(batch_size=args.batch_size, collate_fn=collate),
+            },
+            args.epochs,
+        )
+        ray.shutdown()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    torch_rates, ray_rates = rates["torch"], rates["ray"]
+    torch_rate = float(np.mean(torch_rates[1:]))
+    ray_rate = float(np.mean(ray_rates[1:]))
+    print(f"{'pipeline':<34}{'samples/s':>10}   per epoch (first = warm-up)")
+    print(f"{'torch DataLoader, 2 workers':<34}{torch_rate:>10.1f}   {[round(r, 1) for r in torch_rates]}")
+    print(f"{'Ray Data (train_dataset)':<34}{ray_rate:>10.1f}   {[round(r, 1) for r in ray_rates]}")
+    print(f"ratio Ray Data / DataLoader: {ray_rate / torch_rate:.2f} (target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
