@@ -103,7 +103,9 @@ def test_cityscapes_iiou_by_hand() -> None:
     meter = CityscapesIIoU()
     meter.update(pred, target, instances)
     result = meter.compute()
-    car, person = AVERAGE_INSTANCE_SIZE["car"], AVERAGE_INSTANCE_SIZE["person"]
+    # cityscapesScripts evalPixelLevelSemanticLabeling.py args.avgClassSize.
+    car, person = 12794.0202738185, 3462.4756337644
+    assert AVERAGE_INSTANCE_SIZE["car"] == car and AVERAGE_INSTANCE_SIZE["person"] == person
     # Car instance 26001: 4 px, 3 predicted car: wTP = 3 car/4, wFN = 1 car/4.
     # Car FP: road pixel (0,4) predicted car; the crowd pixel is ground-truth car (not FP);
     # the ignored pixel (255) does not count. FP = 1.
