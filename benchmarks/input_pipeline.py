@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--crop", type=int, nargs=2, default=(224, 304))
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=5, help="per pipeline, one of them warm-up")
+    parser.add_argument("--task-cpus", type=float, default=1.0, help="Ray Data CPUs per task")
+    parser.add_argument("--rows-per-task", type=int, default=32)
     args = parser.parse_args()
     import ray
 
@@ -110,7 +112,8 @@ def main() -> None:
         files = shards.split_files(out, "train", manifest)
         crop = tuple(args.crop)
         print(f"{args.samples} NYUv2-format samples {tuple(args.size)}, crop {crop}, batch "
-              f"{args.batch_size}, tasks {TASKS}, {len(files)} shards, {os.cpu_count()} cores")
+              f"{args.batch_size}, tasks {TASKS}, {len(files)} shards, {os.cpu_count()} cores; "
+              f"Ray Data: {args.task_cpus} CPU per task, {args.rows_per_task} rows per task")
 
         loader = DataLoader(ShardSamples(files, crop), batch_size=args.batch_size, shuffle=True,
                             num_workers=2, collate_fn=_collate, persistent_workers=True,
@@ -118,7 +121,10 @@ def main() -> None:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  object_store_memory=512 * 2**20, _temp_dir=os.path.join(work, "ray"))
         ray.data.DataContext.get_current().enable_progress_bars = False
-        ds = ray_pipeline.train_dataset(out, "train", crop, TASKS, seed=0)
+        resources = ray_pipeline.DataResources(task_cpus=args.task_cpus)
+        ds = ray_pipeline.train_dataset(out, "train", crop, TASKS, seed=0, resources=resources,
+                                        rows_per_task=args.rows_per_task,
+                                        rows_per_block=args.batch_size)
         collate = ray_pipeline.TorchCollate()
         rates = _interleaved(
             {
