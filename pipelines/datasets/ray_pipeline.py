@@ -167,8 +167,8 @@ def train_dataset(
         split: which split to train on.
         crop: (h, w) random crop, multiples of 8.
         tasks: subset of "semantic", "depth", "normals", "boundary".
-        seed: base seed of the per-epoch orders (the sequence of orders is reproducible;
-            flips and crops draw fresh randomness).
+        seed: base seed of the per-epoch permutations (Ray combines it with the dataset's
+            execution index, so every epoch differs); flips and crops draw fresh randomness.
         storage_options: S3 settings (default: the AWS environment variables).
         resources: Ray Data limits (see `DataResources`).
         margin: pixels the crop window may overhang each image border.
