@@ -23,6 +23,7 @@ measured on this machine (`calibrate_thresholds`) and times that model too.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -74,15 +75,15 @@ def computed_macs(model: PAGNet, images: torch.Tensor, dense_masked: bool) -> fl
     return macs
 
 
-def best_times(runs: dict[str, callable], repeats: int) -> dict[str, float]:
+def best_times(runs: dict[str, callable], repeats: int, clock=time.perf_counter) -> dict[str, float]:
     for fn in runs.values():
         fn()  # warm-up (and the C++ build on first use)
     best = {name: float("inf") for name in runs}
     for _ in range(repeats):
         for name, fn in runs.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            best[name] = min(best[name], time.perf_counter() - start)
+            best[name] = min(best[name], clock() - start)
     return best
 
 
@@ -119,7 +120,7 @@ def bench(kind: str, args: argparse.Namespace) -> None:
         print(f"  [{kind}] calibrated thresholds in {time.perf_counter() - start:.1f}s: "
               + ", ".join(f"{k.split('.', 1)[1]}={'never' if v is None else f'{v:.2f}'}" for k, v in thresholds.items()))
         runs["perforated+thresholds"] = lambda: perforated(thresholds)
-    times = best_times(runs, args.repeats)
+    times = best_times(runs, args.repeats, time.thread_time if args.clock == "thread" else time.perf_counter)
     mac_ratio = perf_macs / dense_macs
     for name, seconds in times.items():
         ratio = seconds / times["dense"]
@@ -139,8 +140,17 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--thresholds", action="store_true", help="also time with calibrated per-layer thresholds")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--clock", default="wall", choices=["wall", "thread"],
+                        help="thread: this thread's CPU time (with --threads 1; immune to time slices "
+                             "lost to other processes on a shared machine)")
     args = parser.parse_args()
-    print(f"threads={torch.get_num_threads()} backend={choose_backend(torch.empty(0))} batch={args.batch} "
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == "thread" and torch.get_num_threads() != 1:
+        parser.error("--clock thread measures one CPU thread: use it with --threads 1")
+    load = os.getloadavg()[0]
+    print(f"clock={args.clock} load average={load:.1f} threads={torch.get_num_threads()} backend={choose_backend(torch.empty(0))} batch={args.batch} "
           f"size={args.size} repeats={args.repeats} (minimum kept) torch={torch.__version__}")
     print(f"{'model':9} {'run':22} {'ms':>9} {'wall':>6} {'MAC':>7} {'eff':>6}  ok")
     for kind in args.models:

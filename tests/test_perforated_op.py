@@ -88,6 +88,20 @@ def test_relu_and_memory_format(backend: str) -> None:
         perforated_conv2d(x, weight, mask, weight_rows=rows.t())
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("tile", ["1", "7", "1000"])
+def test_cpp_tiling_does_not_change_results(monkeypatch, tile: str) -> None:
+    """Many tiles, a ragged last tile, and one tile for everything give the same output."""
+    monkeypatch.setenv(BACKEND_ENV, "cpp")
+    monkeypatch.setenv("PAG_PERFORATED_TILE", tile)
+    x = torch.randn(3, 6, 9, 10)
+    weight, bias = torch.randn(5, 6, 3, 3), torch.randn(5)
+    fill = torch.randn(3, 5, 9, 10)
+    mask = make_mask(3, 9, 10, 0.6)
+    out = perforated_conv2d(x, weight, mask, bias=bias, dilation=2, fill=fill, relu=True)
+    torch.testing.assert_close(out, dense_then_mask(x, weight, mask, bias, 2, fill, True), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS, indirect=True)
 def test_gradcheck_float64(backend: str) -> None:
     x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)

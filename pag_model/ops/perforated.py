@@ -20,6 +20,7 @@ The output has the input's memory format.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -27,6 +28,10 @@ import torch
 from pag_model.ops import backends
 from pag_model.ops.checks import check_arguments
 from pag_model.ops.reference import active_indices, perforated_conv2d_reference
+
+# Tuning knob for benchmarks and tests: active pixels per tile (cpp) or per chunk (cuda).
+TILE_ENV = "PAG_PERFORATED_TILE"
+
 
 def tap_major(weight: torch.Tensor) -> torch.Tensor:
     """(Co, C, k, k) -> (Co, k*k*C) contiguous, columns ordered (ki, kj, c).
@@ -79,7 +84,8 @@ def run_compiled(
     x = input.contiguous(memory_format=torch.channels_last)
     b = bias.contiguous() if bias is not None else None
     rows = weight_rows if weight_rows is not None else tap_major(weight)
-    extension.load().perforated_conv2d_(out, x, rows, index, b, k, dilation, relu, 0)
+    tile = int(os.environ.get(TILE_ENV, "0"))  # pixels per tile (CPU) / per chunk (CUDA); 0 = auto
+    extension.load().perforated_conv2d_(out, x, rows, index, b, k, dilation, relu, tile)
     return out
 
 

@@ -3,7 +3,7 @@
 // Computes a stride-1, "same"-padded k x k convolution only at the active pixels listed in
 // `index`, writing results in place into `out` (pre-filled by the caller with `fill` or
 // zeros). Active pixels are processed in tiles: each tile's k*k*C patch rows are gathered
-// from a channels-last input with one memcpy per tap (so they stay in L2), one BLAS GEMM
+// from a channels-last input with one memcpy per tap (a tile stays near L2 size), one BLAS GEMM
 // (at::mm_out -> MKL/OpenBLAS) multiplies them with the tap-major weight, and the scatter
 // adds the bias and applies ReLU on the way out. Tiles run in parallel with
 // at::parallel_for; each thread owns its buffers. Autograd stays in Python.
@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 namespace {
 
@@ -74,10 +75,16 @@ void run_tiles(const at::Tensor& x, const at::Tensor& weight_rows, const at::Ten
   at::parallel_for(0, n_tiles, 1, [&](int64_t first, int64_t last) {
     at::Tensor rows_buf = at::empty({tile * row_len}, x.options());
     at::Tensor res_buf = at::empty({tile * g.out_channels}, x.options());
+    std::vector<int64_t> out_offset(tile);  // offset of each active pixel's (b, 0, h, w) in out
     for (int64_t t = first; t < last; ++t) {
       const int64_t start = t * tile;
       const int64_t n = std::min(tile, n_active - start);
       const int64_t* idx = ip + start;
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t p = idx[i];
+        const int64_t b = p / plane, h = (p % plane) / g.width, w = p % g.width;
+        out_offset[i] = b * os[0] + h * os[2] + w * os[3];
+      }
       gather_rows<scalar_t>(xp, xs, idx, n, g, rows_buf.data_ptr<scalar_t>());
       at::Tensor rows = rows_buf.narrow(0, 0, n * row_len).view({n, row_len});
       if (out_channels_last) {
@@ -86,9 +93,7 @@ void run_tiles(const at::Tensor& x, const at::Tensor& weight_rows, const at::Ten
         at::mm_out(res, rows, weight_t);
         const scalar_t* rp = res.data_ptr<scalar_t>();
         for (int64_t i = 0; i < n; ++i) {
-          const int64_t p = idx[i];
-          const int64_t b = p / plane, h = (p % plane) / g.width, w = p % g.width;
-          scalar_t* dst = op + b * os[0] + h * os[2] + w * os[3];
+          scalar_t* dst = op + out_offset[i];
           const scalar_t* src = rp + i * g.out_channels;
           for (int64_t co = 0; co < g.out_channels; ++co) {
             dst[co] = epilogue(src[co], bias, co, relu);
@@ -99,12 +104,12 @@ void run_tiles(const at::Tensor& x, const at::Tensor& weight_rows, const at::Ten
         at::Tensor res = res_buf.narrow(0, 0, n * g.out_channels).view({g.out_channels, n});
         at::mm_out(res, weight_rows, rows.t());
         const scalar_t* rp = res.data_ptr<scalar_t>();
+        const int64_t* off = out_offset.data();
         for (int64_t co = 0; co < g.out_channels; ++co) {
           const scalar_t* src = rp + co * n;
+          scalar_t* plane_out = op + co * os[1];
           for (int64_t i = 0; i < n; ++i) {
-            const int64_t p = idx[i];
-            const int64_t b = p / plane, h = (p % plane) / g.width, w = p % g.width;
-            op[b * os[0] + co * os[1] + h * os[2] + w * os[3]] = epilogue(src[i], bias, co, relu);
+            plane_out[off[i]] = epilogue(src[i], bias, co, relu);
           }
         }
       }
@@ -115,7 +120,7 @@ void run_tiles(const at::Tensor& x, const at::Tensor& weight_rows, const at::Ten
 // out (B, Co, H, W) is written in place at the active pixels and returned.
 //   x: (B, C, H, W) with unit channel stride (channels-last); weight_rows: (Co, k*k*C)
 //   tap-major contiguous; index: (N,) int64 ascending flat pixel indices; tile: pixels per
-//   tile (0 chooses one that keeps a tile's rows near 512 KiB).
+//   tile (0: chosen below).
 at::Tensor perforated_conv2d_cpu_(at::Tensor out, const at::Tensor& x,
                                   const at::Tensor& weight_rows, const at::Tensor& index,
                                   const c10::optional<at::Tensor>& bias, int64_t k,
@@ -139,8 +144,15 @@ at::Tensor perforated_conv2d_cpu_(at::Tensor out, const at::Tensor& x,
               "perforated_conv2d_cpu_: out must be contiguous or channels-last");
   if (index.numel() == 0) return out;
   if (tile <= 0) {
+    // Rows per BLAS call: >= 128 so that BLAS's per-call packing of the (Co, k*k*C) weight is
+    // amortised, about 4 MiB of gathered rows at most (two L2s' worth), and a tile count that
+    // is a multiple of the thread count so that no thread idles at the end.
     const int64_t row_bytes = g.taps * g.channels * static_cast<int64_t>(x.element_size());
-    tile = std::max<int64_t>(16, std::min<int64_t>(256, (512 * 1024) / row_bytes));
+    const int64_t target = std::max<int64_t>(128, std::min<int64_t>(512, (int64_t(4) << 20) / row_bytes));
+    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+    int64_t n_tiles = (index.numel() + target - 1) / target;
+    n_tiles = ((n_tiles + threads - 1) / threads) * threads;
+    tile = std::max<int64_t>(16, (index.numel() + n_tiles - 1) / n_tiles);
   }
   at::Tensor bias_c;
   if (bias.has_value()) bias_c = bias->contiguous();
