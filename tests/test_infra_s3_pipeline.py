@@ -12,6 +12,7 @@ it (`python pipelines/staged.py --config configs/demo.yaml --set ...`, shrunk to
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +58,7 @@ def kill_group(proc: subprocess.Popen, ray_tmp: str) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 continue
+        shutil.rmtree(ray_tmp, ignore_errors=True)
         time.sleep(1)
 
 
@@ -166,3 +168,4 @@ def test_demo_pipeline_on_s3_resumes_from_s3_checkpoint_and_leaks_no_secret(s3_s
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 continue
+        shutil.rmtree(ray_tmp, ignore_errors=True)
