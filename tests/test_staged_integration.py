@@ -139,7 +139,7 @@ def test_worker_killed_mid_stage_resumes_from_checkpoint(local_ray, shards, tmp_
     from pipelines.staged import run_pipeline
     from pipelines.train_loop import load_state
 
-    stages = "[{name: base, iterations: 10, lr: 0.01}]"
+    stages = "[{name: base, iterations: 30, lr: 0.01}]"
     cfg = tiny_config(shards, tmp_path, stages, workers=2, extra=["pipeline_id=kill", "train.checkpoint_every=3"])
     errors: list[BaseException] = []
     results = []
@@ -154,16 +154,19 @@ def test_worker_killed_mid_stage_resumes_from_checkpoint(local_ray, shards, tmp_
     thread.start()
     run_dir = tmp_path / "kill" / "kill-00-base"
     deadline = time.monotonic() + 400
-    while not list(run_dir.glob("checkpoint_00000003")) and time.monotonic() < deadline:
+    # checkpoint_00000006 on disk means checkpoint 3 is registered with Ray Train (a directory
+    # appears while it is still being reported; a kill then would restart from scratch).
+    while not list(run_dir.glob("checkpoint_00000006")) and time.monotonic() < deadline:
         time.sleep(0.5)
     victims = _train_workers()
     assert victims, "no RayTrainWorker process found under this test process"
     os.kill(victims[0], signal.SIGKILL)
+    assert not (run_dir / "checkpoint_00000030").exists(), "killed too late: the stage had finished"
     thread.join(timeout=600)
     assert not errors, errors
     record = results[0].records[0]
     state = load_state(record.checkpoint)
-    assert state["iteration"] == 10 and state["scheduler"]["last_epoch"] == 10
+    assert state["iteration"] == 30 and state["scheduler"]["last_epoch"] == 30
 
     client = MlflowClient(results[0].tracking_uri)
     runs = _runs(client, "pag-demo", "kill")
@@ -173,7 +176,7 @@ def test_worker_killed_mid_stage_resumes_from_checkpoint(local_ray, shards, tmp_
     resumed = client.get_metric_history(run_id, "train/resumed_from")
     assert resumed and all(m.value >= 3 for m in resumed)  # not from scratch
     steps = {m.step for m in client.get_metric_history(run_id, "train/loss")}
-    assert steps == set(range(1, 11))  # metrics continue to the last iteration
+    assert steps == set(range(1, 31))  # metrics continue to the last iteration
 
 
 def test_nonfinite_loss_stops_with_clear_error_and_keeps_checkpoint(local_ray, shards, tmp_path):
