@@ -78,7 +78,8 @@ def _resolve(options: Optional[StorageOptions]) -> StorageOptions:
 def s3_filesystem(options: Optional[StorageOptions] = None) -> pafs.S3FileSystem:
     """A pyarrow S3FileSystem for these options (picklable, so Ray workers can use it)."""
     opts = _resolve(options)
-    kwargs: dict[str, Any] = {}
+    # pyarrow's 3 s default request timeout fails on busy machines and slow stores.
+    kwargs: dict[str, Any] = {"request_timeout": 60.0, "connect_timeout": 30.0}
     if opts.endpoint_url:
         parsed = urllib.parse.urlparse(opts.endpoint_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
