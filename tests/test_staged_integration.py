@@ -154,10 +154,14 @@ def test_worker_killed_mid_stage_resumes_from_checkpoint(local_ray, shards, tmp_
     thread.start()
     run_dir = tmp_path / "kill" / "kill-00-base"
     deadline = time.monotonic() + 400
-    # checkpoint_00000006 on disk means checkpoint 3 is registered with Ray Train (a directory
-    # appears while it is still being reported; a kill then would restart from scratch).
-    while not list(run_dir.glob("checkpoint_00000006")) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    # Kill only once Ray Train has registered a checkpoint (its manager snapshot names one): a
+    # checkpoint directory appears before the controller registers it, and a kill in between
+    # rightly restarts from scratch.
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    while time.monotonic() < deadline:
+        if snapshot.is_file() and "checkpoint_0000" in snapshot.read_text():
+            break
+        time.sleep(0.2)
     victims = _train_workers()
     assert victims, "no RayTrainWorker process found under this test process"
     os.kill(victims[0], signal.SIGKILL)
