@@ -82,6 +82,7 @@ class StageConfig:
         tau_start: Gumbel temperature at the first iteration.
         tau_end: temperature at the last iteration.
         tau_shape: schedule shape between the two.
+        tau_iters: iterations over which tau anneals (held at tau_end after); None = the stage.
     """
 
     name: str
@@ -94,6 +95,7 @@ class StageConfig:
     tau_start: float = 1.0
     tau_end: float = 0.1
     tau_shape: TauShape = "linear"
+    tau_iters: Optional[int] = None
 
 
 @dataclass
@@ -272,6 +274,8 @@ def validate(config: PipelineConfig) -> None:
             raise ConfigError(f"{where}.rho={stage.rho}: must be in (0, 1] or null")
         if stage.rho is not None and not stage.gated:
             raise ConfigError(f"{where}.rho={stage.rho}: needs gated blocks (gated is empty)")
+        if stage.tau_iters is not None and stage.tau_iters < 1:
+            raise ConfigError(f"{where}.tau_iters={stage.tau_iters}: must be >= 1 or null (the whole stage)")
         if not 0.0 < stage.tau_end <= stage.tau_start:
             raise ConfigError(
                 f"{where}: tau must decrease, 0 < tau_end <= tau_start, got "

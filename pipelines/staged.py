@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 if __package__ in (None, ""):
-    # Run as a script: Python put pipelines/ first on sys.path, where pipelines/secrets.py
-    # would shadow the standard library's `secrets`. Put the repository root there instead.
+    # Run as a script: Python put pipelines/ first on sys.path, where our modules could shadow
+    # the standard library's. Put the repository root there instead.
     _here = str(Path(__file__).resolve().parent)
     sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != Path(_here)]
     sys.path.insert(0, str(Path(_here).parent))
@@ -41,6 +41,7 @@ from pipelines.stages import (  # noqa: E402
     train_stage,
     write_record,
 )
+from pipelines.redaction import redact_text  # noqa: E402
 from pipelines.tracking import TAG_PIPELINE, TAG_STAGE, ExportedPAG, Tracker, default_tracking_uri  # noqa: E402
 
 
@@ -127,7 +128,7 @@ def run_pipeline(
         start = time.monotonic()
         try:
             record = train_stage(config, index, prev, child, tracking_uri)
-            png_dir = _finish_stage(config, tracker, record)
+            png_dir = finish_stage(config, tracker, record)
         except BaseException:
             tracker.finish(child, "FAILED")
             tracker.finish(parent, "FAILED")
@@ -143,7 +144,7 @@ def run_pipeline(
     return PipelineResult(records, pareto_front(points), best, tracking_uri, parent, png_dirs, versions)
 
 
-def _finish_stage(config: PipelineConfig, tracker: Tracker, record: StageRecord) -> str:
+def finish_stage(config: PipelineConfig, tracker: Tracker, record: StageRecord) -> str:
     """Evaluate the stage's final checkpoint; log metrics, PNGs and the model to its run."""
     from pipelines.evaluate import eval_batches, evaluate_model, load_model, write_json
 
@@ -271,7 +272,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(front_table(result, config))
-    print(f"MLflow: {result.tracking_uri} (parent run {result.parent_run_id})")
+    print(f"MLflow: {redact_text(result.tracking_uri)} (parent run {result.parent_run_id})")
     return 0
 
 

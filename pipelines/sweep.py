@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 if __package__ in (None, ""):
-    # As a script Python puts pipelines/ first on sys.path, where pipelines/secrets.py would
-    # shadow the standard library's `secrets`; put the repository root there instead.
+    # As a script Python puts pipelines/ first on sys.path, where our modules could shadow the
+    # standard library's; put the repository root there instead.
     _here = str(Path(__file__).resolve().parent)
     sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != Path(_here)]
     sys.path.insert(0, str(Path(_here).parent))
@@ -62,6 +62,7 @@ from pipelines.sweep_publish import (  # noqa: E402
     summary_table,
     trial_points,
 )
+from pipelines.redaction import redact_text  # noqa: E402
 from pipelines.tracking import Tracker, default_tracking_uri  # noqa: E402
 
 TAG_ERROR = "pag_error"
@@ -100,7 +101,7 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
     """
     from ray import tune
 
-    from pipelines.staged import _finish_stage
+    from pipelines.staged import finish_stage
     from pipelines.stages import StageRecord, read_record, train_stage, write_record
 
     trial_id = tune.get_context().get_trial_id()
@@ -117,7 +118,7 @@ def run_trial(config: dict[str, Any], context: SweepContext) -> None:
             record = read_record(trial, stage)
             if record is None:
                 record = train_stage(trial, index, prev, child, context.tracking_uri)
-                _finish_stage(trial, tracker, record)
+                finish_stage(trial, tracker, record)
                 write_record(trial, record)
             metrics = record.metrics
             tune.report(
@@ -307,7 +308,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     print(summary_table(result))
     print(f"registered model {result.registered_model}: aliases {result.aliases}")
-    print(f"MLflow: {result.tracking_uri} (parent run {result.parent_run_id})")
+    print(f"MLflow: {redact_text(result.tracking_uri)} (parent run {result.parent_run_id})")
     return 0 if any(t.status == "done" for t in result.trials) else 1
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from torch import nn
 
 from pipelines.config import flatten
 from pipelines.front import FrontPoint, plot_front, write_front_csv
-from pipelines.secrets import redact
+from pipelines.redaction import redact
 
 TAG_PIPELINE = "pag_pipeline_id"
 TAG_KIND = "pag_kind"
@@ -107,6 +108,9 @@ class Tracker:
         """
         from mlflow.tracking import MlflowClient
 
+        # MLflow prints "View run ... at: <tracking URI>" when a run context ends; the URI may
+        # carry credentials (user:password@host), so that print is switched off.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)

@@ -108,7 +108,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         net.parameters(), lr=stage["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"]
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(iterations, train["poly_power"]))
-    tau = TauSchedule(stage["tau_start"], stage["tau_end"], iterations, stage["tau_shape"])
+    tau_iters = stage.get("tau_iters") or iterations
+    tau = TauSchedule(stage["tau_start"], stage["tau_end"], tau_iters, stage["tau_shape"])
     if state:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
