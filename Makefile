@@ -27,7 +27,7 @@ demo: setup
 	$(PY) -m pipelines.demo
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=30 tests
 
 test-quick: setup
 	$(PY) -m pytest -q -m "not slow" tests
