@@ -194,6 +194,9 @@ class Tracker:
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out.shape[1], -1, -1))]),
         )
         mlflow.set_tracking_uri(self.tracking_uri)
+        # start_run(run_id) refuses a run outside the process's active experiment, which the
+        # caller may have set (mlflow.set_experiment in a notebook): follow the run's own.
+        mlflow.set_experiment(experiment_id=self.client.get_run(run_id).info.experiment_id)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
                 model,

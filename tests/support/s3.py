@@ -24,10 +24,12 @@ import atexit
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -49,7 +51,7 @@ def _wait_until_up(endpoint_url: str, proc: subprocess.Popen, timeout_s: float) 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            output = Path(_LOG.name).read_text(errors="replace") if _LOG else ""
             raise RuntimeError(f"moto server exited with code {proc.returncode}:\n{output}")
         try:
             with urllib.request.urlopen(f"{endpoint_url}/moto-api/", timeout=2):
@@ -108,6 +110,9 @@ class S3Server:
 
 _SERVER: S3Server | None = None
 _PROC: subprocess.Popen | None = None
+# The server logs every request; it writes to a file, never to a pipe nobody drains (a full
+# pipe buffer blocks the server mid-request and every later S3 call times out).
+_LOG: Any = None
 
 
 def _stop() -> None:
@@ -120,20 +125,22 @@ def _stop() -> None:
     except subprocess.TimeoutExpired:
         _PROC.kill()
         _PROC.wait(timeout=10)
-    if _PROC.stdout:
-        _PROC.stdout.close()
+    if _LOG is not None:
+        _LOG.close()
+        Path(_LOG.name).unlink(missing_ok=True)
 
 
 def start_server() -> S3Server:
     """Start the moto server on first call (later calls return the same one)."""
-    global _SERVER, _PROC
+    global _SERVER, _PROC, _LOG
     if _SERVER is not None and _PROC is not None and _PROC.poll() is None:
         return _SERVER
     port = _free_port()
     endpoint_url = f"http://127.0.0.1:{port}"
+    _LOG = tempfile.NamedTemporaryFile(prefix="moto-server-", suffix=".log", delete=False)
     _PROC = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.PIPE,
+        stdout=_LOG,
         stderr=subprocess.STDOUT,
     )
     atexit.register(_stop)
