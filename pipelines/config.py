@@ -194,12 +194,8 @@ class ConfigError(ValueError):
     """A config file or override that does not match the schema."""
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> PipelineConfig:
-    """Read a YAML config, apply `key.sub=value` overrides, check types and invariants.
-
-    Raises:
-        ConfigError: naming the file, key, value and what is allowed.
-    """
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file; ConfigError naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -209,6 +205,17 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> PipelineConf
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """Read a YAML config, apply `key.sub=value` overrides, check types and invariants.
+
+    Raises:
+        ConfigError: naming the file, key, value and what is allowed.
+    """
+    path = Path(path)
+    raw = read_yaml_mapping(path)
     for item in overrides:
         apply_override(raw, item)
     try:

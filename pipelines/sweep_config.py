@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import yaml
 
-from pipelines.config import ConfigError, PipelineConfig, StageConfig, apply_override, from_dict
+from pipelines.config import ConfigError, PipelineConfig, StageConfig, apply_override, from_dict, read_yaml_mapping
 
 ALGORITHMS = ("nsga2", "random", "grid")
 TAU_SHAPES = ("linear", "exponential", "cosine")
@@ -138,14 +137,7 @@ def load_sweep_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[
         ConfigError: naming the file, key, value and what is allowed.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path)
     if not isinstance(raw.get("sweep"), dict):
         raise ConfigError(f"{path}: a `sweep:` mapping is required (see pipelines/sweep_config.py)")
     for item in overrides:
