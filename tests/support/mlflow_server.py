@@ -15,6 +15,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -37,36 +38,43 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_mlflow_server(root: Path) -> MlflowServer:
-    """Start `mlflow server` under `root`; block until /health answers."""
+def launch_mlflow_server(root: Path, flags: dict[str, str], env: Optional[dict[str, str]] = None) -> MlflowServer:
+    """Run `mlflow server` with a SQLite store under `root`, on 127.0.0.1 at a free port, plus
+    `flags` ({"--flag": "value" or "" for a switch}); block until /health answers."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     db_path = root / "mlflow.db"
-    log = open(root / "mlflow-server.log", "w")
-    cmd = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--backend-store-uri", f"sqlite:///{db_path}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--serve-artifacts",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
-    ]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
+    flags = {
+        **flags,
+        "--backend-store-uri": f"sqlite:///{db_path}",
+        "--host": "127.0.0.1",
+        "--port": str(port),
+        "--workers": "1",
+    }
+    cmd = [str(Path(sys.executable).with_name("mlflow")), "server"]
+    for flag, value in flags.items():
+        cmd += [flag, value] if value else [flag]
+    log_path = root / "mlflow-server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = MlflowServer(f"http://127.0.0.1:{port}", db_path, proc)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}; see {log.name}")
+            raise RuntimeError(f"mlflow server exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+            with urllib.request.urlopen(f"{server.uri}/health", timeout=2) as resp:
                 if resp.status == 200:
-                    return MlflowServer(uri, db_path, proc)
+                    return server
         except OSError:
             time.sleep(0.5)
-    stop_mlflow_server(MlflowServer(uri, db_path, proc))
-    raise RuntimeError(f"mlflow server at {uri} not healthy after {STARTUP_TIMEOUT_S}s; see {log.name}")
+    stop_mlflow_server(server)
+    raise RuntimeError(f"mlflow server at {server.uri} not healthy after {STARTUP_TIMEOUT_S}s; see {log_path}")
+
+
+def start_mlflow_server(root: Path) -> MlflowServer:
+    """Start `mlflow server` under `root` serving artifacts from root/artifacts."""
+    return launch_mlflow_server(root, {"--artifacts-destination": str(root / "artifacts"), "--serve-artifacts": ""})
 
 
 def stop_mlflow_server(server: MlflowServer) -> None:
