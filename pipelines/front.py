@@ -107,6 +107,13 @@ def plot_front(
     ax.set_xlabel(cost_label)
     ax.set_ylabel(score_label)
     ax.legend(loc="lower right")
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure to `path` atomically (temp name, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)

@@ -6,11 +6,10 @@ the paper-style label `rho=0.5, lambda=1e-3`. The x axis is GMACs per image.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
-from pipelines.front import FrontPoint, pareto_front
+from pipelines.front import FrontPoint, pareto_front, save_figure
 
 
 def point_label(point: FrontPoint) -> str:
@@ -53,9 +52,4 @@ def plot_sweep(
     ax.set_ylabel(score_label)
     ax.set_title("accuracy vs computation")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
