@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pag_model import count_macs, ponder_maps, save_ponder_png
+from pipelines.mlflow_scope import mlflow_scope
 
 BOUNDARY_RADIUS = 8  # pixels: one output-stride cell, the gates' resolution
 IGNORE = 255
@@ -197,9 +198,10 @@ def load_model(model: str, tracking_uri: Optional[str] = None) -> nn.Module:
         import mlflow
 
         if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
-            mlflow.set_registry_uri(tracking_uri)
-        exported = mlflow.pytorch.load_model(model, map_location="cpu")
+            with mlflow_scope(tracking_uri):
+                exported = mlflow.pytorch.load_model(model, map_location="cpu")
+        else:
+            exported = mlflow.pytorch.load_model(model, map_location="cpu")
         net = exported.net
     else:
         from pipelines.train_loop import build_model, load_state

@@ -27,6 +27,7 @@ from torch import nn
 
 from pipelines.config import flatten
 from pipelines.front import FrontPoint, plot_front, write_front_csv
+from pipelines.mlflow_scope import mlflow_scope
 from pipelines.redaction import redact
 
 TAG_PIPELINE = "pag_pipeline_id"
@@ -193,11 +194,11 @@ class Tracker:
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out.shape[1], -1, -1))]),
         )
-        mlflow.set_tracking_uri(self.tracking_uri)
         # start_run(run_id) refuses a run outside the process's active experiment, which the
-        # caller may have set (mlflow.set_experiment in a notebook): follow the run's own.
-        mlflow.set_experiment(experiment_id=self.client.get_run(run_id).info.experiment_id)
-        with mlflow.start_run(run_id=run_id):
+        # caller may have set (mlflow.set_experiment in a notebook): follow the run's own, and
+        # give the caller's globals back afterwards.
+        experiment_id = self.client.get_run(run_id).info.experiment_id
+        with mlflow_scope(self.tracking_uri, experiment_id), mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
                 model,
                 name="model",
@@ -220,9 +221,8 @@ class Tracker:
 
         version = self._find_version(name, tags)
         if version is None:
-            mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_registry_uri(self.tracking_uri)
-            version = mlflow.register_model(model_uri, name, await_registration_for=60).version
+            with mlflow_scope(self.tracking_uri):
+                version = mlflow.register_model(model_uri, name, await_registration_for=60).version
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version, key, str(value))
         for alias in aliases:

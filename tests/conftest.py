@@ -18,3 +18,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_globals():
+    """A test that sets MLflow's global tracking/registry URI or experiment (directly or through
+    MLflow's fluent API) must not leave later tests, or the processes they start, pointed at
+    its server after that server is stopped."""
+    from pipelines.mlflow_scope import restored_mlflow_globals
+
+    with restored_mlflow_globals():
+        yield

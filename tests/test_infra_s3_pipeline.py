@@ -136,7 +136,7 @@ def test_demo_pipeline_on_s3_resumes_from_s3_checkpoint_and_leaks_no_secret(s3_s
 
         # Resumed from the S3 checkpoint: one child run, training restarted past iteration 0,
         # every iteration's loss logged, the final state at the last iteration.
-        client = MlflowClient(server.uri)
+        client = MlflowClient(server.uri, registry_uri=server.uri)
         experiment = client.get_experiment_by_name("infra-s3")
         runs = client.search_runs([experiment.experiment_id])
         base_runs = [r for r in runs if r.data.tags.get("pag_stage") == "base"]

@@ -116,6 +116,26 @@ def test_model_logged_registered_and_loaded_by_alias(tracker):
     assert list(info.signature.outputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 5, -1, -1]
 
 
+def test_logging_and_registering_leave_the_callers_mlflow_globals_alone(tracker, tmp_path, monkeypatch):
+    """A notebook pointed at its own store keeps it after the library logs and registers a
+    model on another server; the environment its subprocesses inherit is unchanged too."""
+    import os
+
+    own = (tmp_path / "notebook-store").as_uri()
+    mlflow.set_tracking_uri(own)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    parent = tracker.parent_run("p6", {})
+    child = tracker.child_run(parent, "p6", "rho-0_5", {})
+    uri = tracker.log_model(child, ExportedPAG(TwoHeads(), ["semantic", "depth"]), torch.randn(1, 3, 8, 8))
+    tracker.register(f"m-{uuid.uuid4().hex[:8]}", uri, ["champion"], {"pag_pipeline_id": "p6", "pag_stage": "rho-0_5"})
+
+    assert mlflow.get_tracking_uri() == own
+    assert mlflow.get_registry_uri() == own  # defaults to the tracking URI: nothing was set
+    assert os.environ["MLFLOW_TRACKING_URI"] == own
+    assert "MLFLOW_REGISTRY_URI" not in os.environ and "MLFLOW_EXPERIMENT_ID" not in os.environ
+
+
 def test_sqlite_default_store_in_run_directory(tmp_path):
     uri = default_tracking_uri(str(tmp_path / "runs"))
     assert uri == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
