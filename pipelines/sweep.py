@@ -198,7 +198,7 @@ def run_sweep(
                 ),
             )
         grid = tuner.fit()
-        ended = grid.num_terminated + grid.num_errors
+        ended = sum(1 for result in grid if trial_ended(result))
         if ended < expected_trials(sweep):
             raise SweepInterrupted(
                 f"sweep {sweep.sweep_id}: interrupted with {ended} of {expected_trials(sweep)} trials ended; "
@@ -222,6 +222,16 @@ def run_sweep(
         raise
     tracker.finish(parent)
     return result
+
+
+def trial_ended(result: Any) -> bool:
+    """Whether a trial of the ResultGrid is over: it raised, or it ended by itself or by the
+    scheduler (ASHA), both of which make Tune mark its last result `done`.
+
+    Not `status == TERMINATED`: on an interruption Tune's cleanup marks the trials whose actors
+    were running or starting TERMINATED too, without a `done` result (and some with no result).
+    """
+    return result.error is not None or bool((result.metrics or {}).get("done"))
 
 
 def sweep_root(pipeline: PipelineConfig, sweep: SweepConfig) -> str:
