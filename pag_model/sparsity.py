@@ -7,15 +7,15 @@ switch whole layers off instead of learning pixel-wise paths.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
 import torch
 from torch import nn
 
 from .gating import GumbelGate
 
-# g is mapped affinely into [EPS, 1 - EPS] (not clamped) so the loss stays finite at g in {0, 1}
-# and its gradient does not vanish there.
+# Without a pixel count, g is mapped affinely into [EPS, 1 - EPS] (not clamped) so the loss
+# stays finite at g in {0, 1} and its gradient does not vanish there.
 EPS = 1e-6
 
 
@@ -26,10 +26,24 @@ def check_rho(rho: float) -> float:
     return float(rho)
 
 
-def kl_divergence(rho: float, g: torch.Tensor) -> torch.Tensor:
-    """KL(rho || g) elementwise for densities g in [0, 1] (Eq. 5), finite at g = 0 and 1."""
+def kl_divergence(rho: float, g: torch.Tensor, pixels: Optional[int] = None) -> torch.Tensor:
+    """KL(rho || g) elementwise for densities g in [0, 1] (Eq. 5), finite at g = 0 and 1.
+
+    `pixels`: the number of mask pixels g is the mean of. Given, g is read as the density of
+    the mask with half a pixel added on each side, g' = (g * pixels + 1/2) / (pixels + 1)
+    (additive smoothing of a count), which bounds the gradient reaching each pixel's gate by
+    about 2 * max(rho, 1 - rho) even when every pixel of an image is open (or closed). The
+    hard masks of a small image often are: with a fixed epsilon instead, that gradient is
+    rho / (EPS * pixels) (~8000 for an 8 x 8 gate map) and kicks the gate logits far past
+    their target, or to NaN. Otherwise g is mapped into [EPS, 1 - EPS].
+    """
     rho = check_rho(rho)
-    g = g * (1.0 - 2.0 * EPS) + EPS
+    if pixels is not None:
+        if pixels < 1:
+            raise ValueError(f"pixels (mask size) must be >= 1, got {pixels}")
+        g = (g * pixels + 0.5) / (pixels + 1)
+    else:
+        g = g * (1.0 - 2.0 * EPS) + EPS
     kl = -rho * torch.log(g) - (1.0 - rho) * torch.log1p(-g)
     # The constant rho log rho + (1-rho) log(1-rho) makes KL(rho||rho) = 0.
     if rho < 1.0:
@@ -70,5 +84,6 @@ def sparsity_loss(model: nn.Module, rho: float, lam: float) -> tuple[torch.Tenso
     if not densities:
         zero = next(model.parameters()).new_zeros(())
         return zero, {}
-    total = sum(kl_divergence(rho, g).mean() for g in densities.values())
+    pixels = {name: gate.last_mask[0].numel() for name, gate in learned_gates(model)}
+    total = sum(kl_divergence(rho, g, pixels[name]).mean() for name, g in densities.items())
     return lam * total, {k: v.detach() for k, v in densities.items()}

@@ -25,13 +25,31 @@ def test_kl_is_finite_with_gradient_at_zero_and_one():
     assert kl_divergence(1.0, torch.tensor(1.0)).item() == pytest.approx(0.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("rho", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("pixels", [16, 64, 4096])
+def test_gradient_reaching_each_pixel_is_bounded_when_all_pixels_are_open_or_closed(rho, pixels):
+    """The mean over `pixels` hands each pixel 1/pixels of dKL/dg; with the half-pixel
+    smoothing that stays below 2 max(rho, 1 - rho) at g = 0 and g = 1 (a fixed 1e-6 floor
+    gives rho / (1e-6 * pixels): thousands for an 8x8 gate map)."""
+    g = torch.tensor([0.0, 1.0], requires_grad=True)
+    kl = kl_divergence(rho, g, pixels)
+    kl.sum().backward()
+    per_pixel = g.grad.abs() / pixels
+    assert torch.isfinite(kl).all()
+    assert (per_pixel <= 2 * max(rho, 1 - rho)).all(), per_pixel
+    assert g.grad[0] < 0 < g.grad[1]  # still towards rho
+    # By hand: g' = 1/2 / (pixels + 1) for an all-closed mask.
+    assert kl[0].item() == pytest.approx(kl_by_hand(rho, 0.5 / (pixels + 1)), rel=1e-4)
+
+
 def test_sparsity_loss_sums_per_layer_kl_times_lambda():
     net = PAGNet("resnet_tiny", num_classes=3, multipool=None, gated=("res4", "res5"), init_open_prob=0.6)
     net.train()
     net(torch.randn(2, 3, 64, 64))
     loss, dens = sparsity_loss(net, rho=0.6, lam=0.01)
     assert set(dens) == {"backbone.layer3.1.gate", "backbone.layer4.1.gate"}  # block 0 has a projection shortcut
-    expected = 0.01 * sum(sum(kl_by_hand(0.6, min(max(v, 1e-6), 1 - 1e-6)) for v in d.tolist()) / 2 for d in dens.values())
+    # Each 64x64 image gives an 8x8 gate map (output stride 8): g' = (open pixels + 1/2) / 65.
+    expected = 0.01 * sum(sum(kl_by_hand(0.6, (v * 64 + 0.5) / 65) for v in d.tolist()) / 2 for d in dens.values())
     assert loss.item() == pytest.approx(expected, rel=1e-3)
     net.set_gate_mode("open", ["res4"])
     _, dens = sparsity_loss(net, 0.6, 0.01)
