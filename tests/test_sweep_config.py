@@ -39,11 +39,14 @@ def write(tmp_path: Path, sweep: dict, stages: list | None = None, **top) -> Pat
     return path
 
 
-@pytest.mark.parametrize("name", ["sweep_demo.yaml", "nyuv2_seg_sweep.yaml"])
-def test_shipped_sweep_configs_load(name):
+@pytest.mark.parametrize(
+    "name,lam_range",
+    [("sweep_demo.yaml", (1e-3, 0.3)), ("nyuv2_seg_sweep.yaml", (1e-5, 1e-2))],  # paper: 1e-5..1e-2
+)
+def test_shipped_sweep_configs_load(name, lam_range):
     pipeline, sweep = load_sweep_config(REPO / "configs" / name)
     check_space(pipeline, sweep)
-    assert sweep.space["lam"].log and (sweep.space["lam"].low, sweep.space["lam"].high) == (1e-5, 1e-2)
+    assert sweep.space["lam"].log and (sweep.space["lam"].low, sweep.space["lam"].high) == lam_range
     assert sweep.base == "curriculum:multipool"
 
 
