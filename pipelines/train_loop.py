@@ -73,7 +73,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from pipelines.datasets.ray_pipeline import to_torch_batch
+    from pipelines.datasets.ray_pipeline import TorchCollate
     from pipelines.tracking import RankZeroLogger
 
     model_cfg: dict = config["model"]
@@ -129,7 +129,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     while it < iterations:
         model.train()
         for batch in shard.iter_torch_batches(
-            batch_size=train["batch_size"], collate_fn=to_torch_batch, drop_last=True
+            batch_size=train["batch_size"], collate_fn=TorchCollate(), drop_last=True
         ):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             net.set_tau(tau.value(it))
