@@ -25,7 +25,6 @@ with `flops-<budget>` aliases (the best front model within each budget) and tags
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ from pipelines.search_space import (  # noqa: E402
     trial_config,
     trial_values,
 )
+from pipelines.staged import init_ray  # noqa: E402
 from pipelines.sweep_base import resolve_base  # noqa: E402
 from pipelines.sweep_config import SweepConfig, load_sweep_config, parse_sweep  # noqa: E402
 from pipelines.sweep_publish import (  # noqa: E402
@@ -272,20 +272,6 @@ def preflight_sweep(pipeline: PipelineConfig, sweep: SweepConfig) -> None:
     for option in options:
         values = {} if option is None else {"gated": option}
         preflight(trial_config(pipeline, values, "preflight", pipeline.storage_path))
-
-
-def init_ray(address: Optional[str]) -> None:
-    """Connect to `address` or the job's cluster (RAY_ADDRESS), or start a local Ray.
-
-    A local Ray gets its dashboard: Train worker groups inside Tune trials need it to start.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    target = address or os.environ.get("RAY_ADDRESS") or "local"
-    kwargs = {"include_dashboard": True, "dashboard_host": "127.0.0.1"} if target == "local" else {}
-    ray.init(address=target, log_to_driver=True, **kwargs)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
