@@ -234,7 +234,7 @@ class SteadyTimer:
 
 def _all_finite(loss: torch.Tensor, world: int, device: torch.device) -> bool:
     """Whether every worker's loss is finite (one tiny all-reduce, so all stop together)."""
-    bad = torch.tensor([0.0 if math.isfinite(float(loss)) else 1.0], device=device)
+    bad = torch.tensor([0.0 if math.isfinite(float(loss.detach())) else 1.0], device=device)
     if world > 1 and dist.is_initialized():
         dist.all_reduce(bad, op=dist.ReduceOp.MAX)
     return bad.item() == 0.0
