@@ -11,7 +11,9 @@ arrays), random flip + crop (`shard_rows.SampleLoader`), collate into the traini
   processes doing the read/decode/augment/collate.
 
 Epochs alternate between the two (so drifting load on a shared machine hits both alike);
-samples per second are averaged over the epochs after a warm-up epoch each. Data:
+samples per second are averaged over the epochs after a warm-up epoch each, with the
+machine's busy cores over the same epochs (from /proc/stat: all processes, so read it on an
+idle machine) and the CPU time per sample that implies. Data:
 NYUv2-format scenes from `write_formats` converted with `pipelines.datasets.convert`.
 
     python benchmarks/input_pipeline.py [--samples 64] [--size 240 320] [--crop 224 304]
@@ -71,20 +73,32 @@ def _worker_init(worker_id: int) -> None:
     shard_rows.forget_open_files()  # do not share the parent's file handles
 
 
-def _epoch_rate(batches: Iterable[dict[str, torch.Tensor]]) -> float:
-    """Samples per second of one pass over `batches`."""
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine so far, from /proc/stat."""
+    values = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def _epoch_rate(batches: Iterable[dict[str, torch.Tensor]]) -> tuple[float, float]:
+    """Samples per second of one pass over `batches`, and the machine's busy cores meanwhile
+    (every process, so only meaningful on an otherwise idle machine)."""
+    busy0, total0 = _cpu_ticks()
     start, count = time.perf_counter(), 0
     for batch in batches:
         count += batch["image"].shape[0]
-    return count / (time.perf_counter() - start)
+    rate = count / (time.perf_counter() - start)
+    busy1, total1 = _cpu_ticks()
+    return rate, (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
 
 
 def _interleaved(
     epochs: dict[str, Callable[[], Iterable[dict[str, torch.Tensor]]]],
     n_epochs: int,
-) -> dict[str, list[float]]:
-    """Per-epoch rates of each pipeline, alternating epochs so load drift hits both alike."""
-    rates: dict[str, list[float]] = {name: [] for name in epochs}
+) -> dict[str, list[tuple[float, float]]]:
+    """Per-epoch (rate, busy cores) of each pipeline, alternating epochs so load drift hits
+    both alike."""
+    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in epochs}
     for _ in range(n_epochs):
         for name, make in epochs.items():
             rates[name].append(_epoch_rate(make()))
@@ -137,13 +151,16 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    torch_rates, ray_rates = rates["torch"], rates["ray"]
-    torch_rate = float(np.mean(torch_rates[1:]))
-    ray_rate = float(np.mean(ray_rates[1:]))
-    print(f"{'pipeline':<34}{'samples/s':>10}   per epoch (first = warm-up)")
-    print(f"{'torch DataLoader, 2 workers':<34}{torch_rate:>10.1f}   {[round(r, 1) for r in torch_rates]}")
-    print(f"{'Ray Data (train_dataset)':<34}{ray_rate:>10.1f}   {[round(r, 1) for r in ray_rates]}")
-    print(f"ratio Ray Data / DataLoader: {ray_rate / torch_rate:.2f} (target >= 0.9)")
+    print(f"{'pipeline':<30}{'samples/s':>10}{'busy cores':>11}{'CPU ms/sample':>14}   samples/s per epoch (first = warm-up)")
+    mean_rate = {}
+    for name, label in (("torch", "torch DataLoader, 2 workers"), ("ray", "Ray Data (train_dataset)")):
+        steady = rates[name][1:]
+        rate = float(np.mean([r for r, _ in steady]))
+        cores = float(np.mean([c for _, c in steady]))
+        mean_rate[name] = rate
+        per_epoch = [round(r, 1) for r, _ in rates[name]]
+        print(f"{label:<30}{rate:>10.1f}{cores:>11.2f}{1e3 * cores / rate:>14.1f}   {per_epoch}")
+    print(f"ratio Ray Data / DataLoader: {mean_rate['ray'] / mean_rate['torch']:.2f} (target >= 0.9)")
 
 
 if __name__ == "__main__":
