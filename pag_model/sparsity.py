@@ -80,10 +80,11 @@ def sparsity_loss(model: nn.Module, rho: float, lam: float) -> tuple[torch.Tenso
     check_rho(rho)
     if lam < 0:
         raise ValueError(f"lambda (sparsity weight) must be >= 0, got {lam}")
-    densities = layer_densities(learned_gates(model))
+    gates = learned_gates(model)
+    densities = layer_densities(gates)
     if not densities:
         zero = next(model.parameters()).new_zeros(())
         return zero, {}
-    pixels = {name: gate.last_mask[0].numel() for name, gate in learned_gates(model)}
+    pixels = {name: gate.last_mask[0].numel() for name, gate in gates}
     total = sum(kl_divergence(rho, g, pixels[name]).mean() for name, g in densities.items())
     return lam * total, {k: v.detach() for k, v in densities.items()}
