@@ -25,7 +25,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.support.infra import start_s3_mlflow_server, stop_mlflow_server
-from tests.support.ray_cluster import pids_mentioning
+from tests.support.ray_cluster import kill_mentioning
 from tests.support.s3 import s3_server  # noqa: F401
 from tests.support.staged_data import DEMO, ROOT, tiny_overrides
 
@@ -53,11 +53,7 @@ def kill_group(proc: subprocess.Popen, ray_tmp: str) -> None:
         pass
     proc.wait(timeout=60)
     for _ in range(3):
-        for pid in pids_mentioning(ray_tmp):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
+        kill_mentioning(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
         time.sleep(1)
 
@@ -163,9 +159,5 @@ def test_demo_pipeline_on_s3_resumes_from_s3_checkpoint_and_leaks_no_secret(s3_s
         assert parent.data.params["tracking.tracking_uri"] == f"http://alice:***@{host}"
     finally:
         stop_mlflow_server(server)
-        for pid in pids_mentioning(ray_tmp):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
+        kill_mentioning(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)

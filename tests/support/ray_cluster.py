@@ -120,7 +120,12 @@ def stop_ray_head(cluster: RayCluster) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(cluster.process.pid, signal.SIGKILL)
     # Workers and agents may have left the group; they all carry our temp dir or session.
-    for pid in pids_mentioning(str(cluster.temp_dir)):
+    kill_mentioning(str(cluster.temp_dir))
+
+
+def kill_mentioning(marker: str) -> None:
+    """SIGKILL every process whose command line contains `marker` (see `pids_mentioning`)."""
+    for pid in pids_mentioning(marker):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
