@@ -8,6 +8,10 @@ and the environment variables MLflow exports for subprocesses (MLFLOW_TRACKING_U
 MLFLOW_REGISTRY_URI, MLFLOW_EXPERIMENT_ID) would point every child process at it, even after
 that server is gone. `mlflow_scope(uri)` sets them for the block and restores every one after;
 `restored_mlflow_globals()` only restores (the test suite wraps every test in it).
+
+MLflow also prints "View run ... at: <tracking URI>" whenever a run ends against a server, and
+the URI may carry credentials (user:password@host). `quiet_run_urls()` switches that print off
+for a block (both scopes include it), instead of for the caller's whole process.
 """
 from __future__ import annotations
 
@@ -16,6 +20,26 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 ENV_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+QUIET_URLS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+
+
+def _restore_env(saved: dict[str, Optional[str]]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@contextmanager
+def quiet_run_urls() -> Iterator[None]:
+    """Within the block, MLflow does not print run URLs (which may hold credentials)."""
+    saved = {QUIET_URLS: os.environ.get(QUIET_URLS)}
+    os.environ[QUIET_URLS] = "true"
+    try:
+        yield
+    finally:
+        _restore_env(saved)
 
 
 @contextmanager
@@ -37,11 +61,7 @@ def restored_mlflow_globals() -> Iterator[None]:
         mlflow.set_tracking_uri(saved_tracking)
         registry_utils._registry_uri = saved_registry
         fluent._active_experiment_id = saved_experiment
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _restore_env(saved_env)
 
 
 @contextmanager
@@ -50,7 +70,7 @@ def mlflow_scope(tracking_uri: str, experiment_id: Optional[str] = None) -> Iter
     `experiment_id` when given. After it: the caller's globals and environment as they were."""
     import mlflow
 
-    with restored_mlflow_globals():
+    with restored_mlflow_globals(), quiet_run_urls():
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         if experiment_id is not None:

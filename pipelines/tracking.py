@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch import nn
 
 from pipelines.config import flatten
 from pipelines.front import FrontPoint, plot_front, write_front_csv
-from pipelines.mlflow_scope import mlflow_scope
+from pipelines.mlflow_scope import mlflow_scope, quiet_run_urls
 from pipelines.redaction import redact
 
 TAG_PIPELINE = "pag_pipeline_id"
@@ -109,9 +108,6 @@ class Tracker:
         """
         from mlflow.tracking import MlflowClient
 
-        # MLflow prints "View run ... at: <tracking URI>" when a run context ends; the URI may
-        # carry credentials (user:password@host), so that print is switched off.
-        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
@@ -149,8 +145,10 @@ class Tracker:
         return run_id
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        """Mark a run FINISHED or FAILED."""
-        self.client.set_terminated(run_id, status=status)
+        """Mark a run FINISHED or FAILED (without MLflow's "View run at <URI>" print: the URI
+        may carry credentials)."""
+        with quiet_run_urls():
+            self.client.set_terminated(run_id, status=status)
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

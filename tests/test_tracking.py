@@ -125,6 +125,7 @@ def test_logging_and_registering_leave_the_callers_mlflow_globals_alone(tracker,
     mlflow.set_tracking_uri(own)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
     parent = tracker.parent_run("p6", {})
     child = tracker.child_run(parent, "p6", "rho-0_5", {})
     uri = tracker.log_model(child, ExportedPAG(TwoHeads(), ["semantic", "depth"]), torch.randn(1, 3, 8, 8))
@@ -134,6 +135,8 @@ def test_logging_and_registering_leave_the_callers_mlflow_globals_alone(tracker,
     assert mlflow.get_registry_uri() == own  # defaults to the tracking URI: nothing was set
     assert os.environ["MLFLOW_TRACKING_URI"] == own
     assert "MLFLOW_REGISTRY_URI" not in os.environ and "MLFLOW_EXPERIMENT_ID" not in os.environ
+    tracker.finish(child)
+    assert "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT" not in os.environ  # quiet only while we end runs
 
 
 def test_sqlite_default_store_in_run_directory(tmp_path):
