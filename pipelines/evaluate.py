@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -197,10 +198,7 @@ def load_model(model: str, tracking_uri: Optional[str] = None) -> nn.Module:
     if model.startswith("models:/"):
         import mlflow
 
-        if tracking_uri:
-            with mlflow_scope(tracking_uri):
-                exported = mlflow.pytorch.load_model(model, map_location="cpu")
-        else:
+        with mlflow_scope(tracking_uri) if tracking_uri else nullcontext():
             exported = mlflow.pytorch.load_model(model, map_location="cpu")
         net = exported.net
     else:

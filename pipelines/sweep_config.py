@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-
 from pipelines.config import ConfigError, PipelineConfig, StageConfig, apply_override, from_dict, read_yaml_mapping
 
 ALGORITHMS = ("nsga2", "random", "grid")
