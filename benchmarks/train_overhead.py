@@ -38,7 +38,8 @@ def plain_loop(config, shards: str, iterations: int) -> float:
     """The loop body of train_loop_per_worker in this process; steady seconds per iteration."""
     from pag_model import TauSchedule
     from pipelines.datasets.ray_pipeline import DataResources, to_torch_batch, train_dataset
-    from pipelines.train_loop import SteadyTimer, _all_finite, build_model, forward_loss, poly_lambda, sgd_step
+    from pipelines.checkpoint import build_model
+    from pipelines.train.loop import SteadyTimer, _all_finite, forward_loss, poly_scheduler, sgd_step
 
     torch.set_num_threads(1)
     stage = next(s for s in config.stages if s.name == STAGE)
@@ -46,7 +47,7 @@ def plain_loop(config, shards: str, iterations: int) -> float:
     torch.manual_seed(train.seed)
     net = build_model(config.to_dict()["model"], asdict(stage))
     optimizer = torch.optim.SGD(net.parameters(), lr=stage.lr, momentum=train.momentum, weight_decay=train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(iterations, train.poly_power))
+    scheduler = poly_scheduler(optimizer, iterations, train.poly_power)
     tau = TauSchedule(stage.tau_start, stage.tau_end, iterations, stage.tau_shape)
     ds = train_dataset(shards, "train", config.data.crop, config.model.tasks, seed=train.seed,
                        resources=DataResources(cpu=1.0, object_store_bytes=256 << 20))
@@ -73,7 +74,7 @@ def ray_train_loop(config, shards: str, iterations: int, storage: str, name: str
     from ray.train.torch import TorchTrainer
 
     from pipelines.datasets.ray_pipeline import DataResources, ingest_options, train_dataset
-    from pipelines.train_loop import train_loop_per_worker
+    from pipelines.train.loop import train_loop_per_worker
 
     stage = asdict(next(s for s in config.stages if s.name == STAGE))
     stage["iterations"] = iterations

@@ -65,7 +65,8 @@ def ponder_summary(result) -> Optional[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from pipelines.staged import front_table, init_ray, preflight, run_pipeline
+    from pipelines.cluster import init_ray
+    from pipelines.train.curriculum import front_table, preflight, run_pipeline
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="demo_out", help="output directory (data, runs, MLflow)")

@@ -25,7 +25,7 @@ def _mlflow_globals():
     """A test that sets MLflow's global tracking/registry URI or experiment (directly or through
     MLflow's fluent API) must not leave later tests, or the processes they start, pointed at
     its server after that server is stopped."""
-    from pipelines.mlflow_scope import restored_mlflow_globals
+    from pipelines.tracking.scope import restored_mlflow_globals
 
     with restored_mlflow_globals():
         yield

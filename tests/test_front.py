@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from pipelines.front import FrontPoint, champion, dominates, pareto_front, plot_front, write_front_csv
+from pipelines.tracking.front import FrontPoint, champion, dominates, pareto_front, plot_front, write_front_csv
 
 
 def P(name, cost, score):

@@ -1,4 +1,4 @@
-"""pipelines.redaction: credentials are masked in dicts, flattened params and free text.
+"""pipelines.tracking.redaction: credentials are masked in dicts, flattened params and free text.
 
 Expected outputs are written out by hand; each case names the kind of secret it covers.
 """
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.redaction import MASK, env_secrets, is_secret_key, redact, redact_text
+from pipelines.tracking.redaction import MASK, env_secrets, is_secret_key, redact, redact_text
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipelines.stages import NonFiniteLossError, read_record
-from pipelines.tracking import TAG_PIPELINE
+from pipelines.train.stages import NonFiniteLossError, read_record
+from pipelines.tracking.tracker import TAG_PIPELINE
 from tests.support.mlflow_server import mlflow_server  # noqa: F401
 from tests.support.ray_cluster import ray_cluster  # noqa: F401
 from tests.support.staged_data import DEMO, ROOT, TWO_STAGES, make_shards, tiny_config, tiny_overrides
@@ -54,8 +54,8 @@ def _checkpoints(storage: Path, pipeline_id: str, index: int, stage: str) -> lis
 
 
 def test_pipeline_tracks_registers_and_skips_finished_stages(local_ray, shards, tmp_path, mlflow_server):  # noqa: F811
-    from pipelines.evaluate import load_model
-    from pipelines.staged import run_pipeline
+    from pipelines.tracking.load import load_model
+    from pipelines.train.curriculum import run_pipeline
 
     pid, exp, name = "it1", "it-exp-1", "it-model-1"
     extra = [f"pipeline_id={pid}", f"tracking.tracking_uri={mlflow_server.uri}",
@@ -136,8 +136,8 @@ def _train_workers() -> list[int]:
 
 
 def test_worker_killed_mid_stage_resumes_from_checkpoint(local_ray, shards, tmp_path):
-    from pipelines.staged import run_pipeline
-    from pipelines.train_loop import load_state
+    from pipelines.checkpoint import load_state
+    from pipelines.train.curriculum import run_pipeline
 
     stages = "[{name: base, iterations: 30, lr: 0.01}]"
     cfg = tiny_config(shards, tmp_path, stages, workers=2, extra=["pipeline_id=kill", "train.checkpoint_every=3"])
@@ -184,7 +184,7 @@ def test_worker_killed_mid_stage_resumes_from_checkpoint(local_ray, shards, tmp_
 
 
 def test_nonfinite_loss_stops_with_clear_error_and_keeps_checkpoint(local_ray, shards, tmp_path):
-    from pipelines.staged import run_pipeline
+    from pipelines.train.curriculum import run_pipeline
 
     stages = "[{name: base, iterations: 6, lr: 1.0e+12}]"
     cfg = tiny_config(shards, tmp_path, stages, extra=["pipeline_id=nan", "train.checkpoint_every=1"])

@@ -7,17 +7,16 @@ import pytest
 import torch
 
 from pipelines.config import ConfigError, from_dict
-from pipelines.stages import (
+from pipelines.checkpoint import as_checkpoint, build_model, checkpoint_uri, load_state, save_state
+from pipelines.train.stages import (
     StageError,
     StageRecord,
-    as_checkpoint,
-    checkpoint_uri,
     read_record,
     record_uri,
     run_name,
     write_record,
 )
-from pipelines.train_loop import build_model, load_state, poly_lambda, save_state
+from pipelines.train.loop import poly_scheduler
 from tests.support.staged_data import DEMO, TWO_STAGES, make_shards, tiny_overrides
 
 MODEL = {
@@ -70,10 +69,15 @@ def test_local_checkpoint_uri_round_trip(tmp_path):
 
 
 def test_poly_schedule_matches_paper_formula():
-    f = poly_lambda(100, 0.9)
-    for it in (0, 10, 50, 99, 100):
-        assert f(it) == pytest.approx((1 - it / 100) ** 0.9)
-    assert f(150) == 0.0
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-4)
+    sched = poly_scheduler(opt, 100, 0.9)
+    lrs = []
+    for _ in range(150):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    for it in (0, 10, 50, 99, 100, 149):
+        assert lrs[it] == pytest.approx(2e-4 * max(0.0, 1 - it / 100) ** 0.9, abs=1e-12)
 
 
 def test_stage_chaining_keeps_shared_weights_and_adds_new_modules(tmp_path):
@@ -117,7 +121,7 @@ def test_bad_input_fails_before_any_worker(shards, tmp_path, capsys, override, m
     import ray
 
     from pipelines.config import load_config
-    from pipelines.staged import preflight
+    from pipelines.train.curriculum import preflight
 
     overrides = tiny_overrides(shards, tmp_path, TWO_STAGES) + [override]
     if message is None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from pipelines.evaluate import IGNORE, boundary_mask, write_json
+from pipelines.atomic import write_json
+from pipelines.scoring import IGNORE, boundary_mask
 
 
 def test_boundary_mask_hand_example():
@@ -31,6 +32,6 @@ def test_uniform_or_unlabelled_images_have_no_boundary():
 
 
 def test_write_json_is_atomic(tmp_path):
-    path = write_json({"a": 1.5}, tmp_path / "sub" / "metrics.json")
+    path = write_json(tmp_path / "sub" / "metrics.json", {"a": 1.5})
     assert path.read_text().strip().startswith("{") and '"a": 1.5' in path.read_text()
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]

@@ -7,16 +7,16 @@ import torch
 import yaml
 
 from pipelines.config import ConfigError, PipelineConfig, StageConfig, from_dict, load_config
-from pipelines.stages import StageRecord, write_record
-from pipelines.sweep_base import resolve_base
-from pipelines.sweep_config import parse_sweep
-from pipelines.train_loop import build_model, load_state
+from pipelines.train.stages import StageRecord, write_record
+from pipelines.sweeps.base import resolve_base
+from pipelines.sweeps.config import parse_sweep
+from pipelines.checkpoint import build_model, load_state
 from tests.support.sweep import MODEL
 
 
 @pytest.mark.slow
 def test_registered_model_becomes_a_base_checkpoint(tmp_path):
-    from pipelines.tracking import ExportedPAG, Tracker, default_tracking_uri
+    from pipelines.tracking.tracker import ExportedPAG, Tracker, default_tracking_uri
 
     uri = default_tracking_uri(str(tmp_path / "mlflow"))
     tracker = Tracker(uri, "base-test")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pipelines.config import ConfigError
-from pipelines.search_space import (
+from pipelines.sweeps.space import (
     check_space,
     decode_blocks,
     encode_blocks,
@@ -17,7 +17,7 @@ from pipelines.search_space import (
     trial_config,
     trial_values,
 )
-from pipelines.sweep_config import load_sweep_config, parse_param, parse_sweep
+from pipelines.sweeps.config import load_sweep_config, parse_param, parse_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 

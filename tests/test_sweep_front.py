@@ -1,7 +1,7 @@
 """Sweep-specific front logic on hand-built points: budget aliases, which trials count, the
 curriculum's stages joining the front, the trial table and the labelled plot.
 
-pipelines/front.py's own tests cover the non-dominated set (ties, duplicates, one point, all
+pipelines/tracking/front.py's own tests cover the non-dominated set (ties, duplicates, one point, all
 dominated); these check what the sweep builds on top of it, with the expected answers worked
 out by hand in each test.
 """
@@ -12,9 +12,9 @@ import csv
 import pytest
 import yaml
 
-from pipelines.front import FrontPoint
-from pipelines.stages import StageRecord, write_record
-from pipelines.sweep_publish import (
+from pipelines.tracking.front import FrontPoint
+from pipelines.train.stages import StageRecord, write_record
+from pipelines.sweeps.publish import (
     SweepResult,
     TrialRow,
     trial_points,
@@ -24,8 +24,8 @@ from pipelines.sweep_publish import (
     summary_table,
     write_trials_csv,
 )
-from pipelines.sweep_config import parse_sweep
-from pipelines.sweep_plot import plot_sweep, point_label
+from pipelines.sweeps.config import parse_sweep
+from pipelines.sweeps.plot import plot_sweep, point_label
 
 
 def P(name, cost, score, dense=100.0, **extra):
@@ -151,7 +151,7 @@ def test_labels_and_plot(tmp_path):
 @pytest.mark.parametrize("bad", ["/no/such/dir"])
 def test_base_must_be_a_checkpoint(tmp_path, bad):
     from pipelines.config import ConfigError, PipelineConfig, StageConfig
-    from pipelines.sweep_base import resolve_base
+    from pipelines.sweeps.base import resolve_base
 
     sweep = parse_sweep({"base": bad})
     pipeline = PipelineConfig(stages=[StageConfig("s", 1, gated=("res5",), rho=0.5)])

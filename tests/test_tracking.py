@@ -11,8 +11,9 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from pipelines.front import FrontPoint
-from pipelines.tracking import (
+from pipelines.tracking.front import FrontPoint, plot_front
+from pipelines.tracking.publish import publish_front
+from pipelines.tracking.tracker import (
     PARENT_TAG,
     ExportedPAG,
     RankZeroLogger,
@@ -80,7 +81,7 @@ def test_rank_zero_logger_logs_only_on_rank_zero(tracker):
 def test_front_csv_and_png_on_parent(tracker, tmp_path):
     parent = tracker.parent_run("p3", {})
     points = [FrontPoint("rho-0_9", 9.0, 0.5), FrontPoint("rho-0_7", 7.0, 0.55), FrontPoint("rho-0_5", 5.0, 0.4)]
-    tracker.log_front(parent, points, "mIoU")
+    publish_front(tracker, parent, points, "mIoU", plot_front, "unused", "p3", register=[], aliases_of={})
     client = MlflowClient(tracker.tracking_uri)
     assert sorted(a.path for a in client.list_artifacts(parent, "front")) == ["front/front.csv", "front/front.png"]
     local = client.download_artifacts(parent, "front/front.csv", str(tmp_path))

@@ -38,7 +38,7 @@ def make_shards(root: Path) -> str:
 
 def make_base_checkpoint(directory: Path) -> str:
     """A training-loop checkpoint of a MultiPool (res5) model without gates."""
-    from pipelines.train_loop import build_model, save_state
+    from pipelines.checkpoint import build_model, save_state
 
     stage = {"name": "multipool", "multipool": "res5", "gated": []}
     net = build_model(MODEL, stage)

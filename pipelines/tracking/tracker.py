@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -25,9 +24,8 @@ import torch
 from torch import nn
 
 from pipelines.config import flatten
-from pipelines.front import FrontPoint, plot_front, write_front_csv
-from pipelines.mlflow_scope import mlflow_scope, quiet_run_urls
-from pipelines.redaction import redact
+from pipelines.tracking.scope import mlflow_scope, quiet_run_urls
+from pipelines.tracking.redaction import redact
 
 TAG_PIPELINE = "pag_pipeline_id"
 TAG_KIND = "pag_kind"
@@ -166,15 +164,6 @@ class Tracker:
 
     def log_file(self, run_id: str, path: str | Path, artifact_path: Optional[str] = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
-
-    def log_front(self, run_id: str, points: Sequence[FrontPoint], score_label: str) -> tuple[Path, Path]:
-        """The Pareto front CSV and PNG, written to a temp dir and logged under `front/`."""
-        with tempfile.TemporaryDirectory() as tmp:
-            csv_path = write_front_csv(points, Path(tmp) / "front.csv")
-            png_path = plot_front(points, Path(tmp) / "front.png", score_label=score_label)
-            self.log_file(run_id, csv_path, "front")
-            self.log_file(run_id, png_path, "front")
-        return Path("front/front.csv"), Path("front/front.png")
 
     def log_model(self, run_id: str, model: ExportedPAG, example: torch.Tensor) -> str:
         """Log `model` to run `run_id` with a tensor signature and `example` (1, 3, H, W).

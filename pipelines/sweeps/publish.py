@@ -3,27 +3,29 @@
 - `trial_points`: finished trials as `FrontPoint`s (cost = measured multiply-adds per image,
   score = tracking.front_metric); `curriculum_points`: the curriculum's finished rho stages.
 - `publish`: on the sweep's parent run, `sweep/trials.csv` (every trial, failed ones with
-  their error), `front/front.csv` (the non-dominated set, `pipelines.front.pareto_front`) and
-  `front/front.png` (`sweep_plot.plot_sweep`); each front point registered as a version of
+  their error), then the front through `pipelines.tracking.publish.publish_front`:
+  `front/front.csv` (every point, `on_front` marking the non-dominated set), `front/front.png`
+  (`pipelines.sweeps.plot.plot_sweep`); each front point registered as a version of
   `<tracking.registered_model>-<sweep_id>`, tagged with its metrics and hyperparameters.
 - `budget_aliases`: for each budget fraction of the dense model's multiply-adds, the best
-  front point within it (`pipelines.front.champion`) gets the alias `flops-<fraction>`.
+  front point within it (`pipelines.tracking.front.champion`) gets the alias `flops-<fraction>`.
 """
 from __future__ import annotations
 
 import csv
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from pipelines.atomic import atomic_path
 from pipelines.config import PipelineConfig
-from pipelines.front import FrontPoint, champion, pareto_front, write_front_csv
-from pipelines.search_space import COST, SCORE
-from pipelines.sweep_config import SweepConfig
-from pipelines.sweep_plot import plot_sweep
-from pipelines.tracking import TAG_PIPELINE, TAG_STAGE, Tracker
+from pipelines.tracking.front import FrontPoint, champion, pareto_front
+from pipelines.sweeps.space import COST, SCORE
+from pipelines.sweeps.config import SweepConfig
+from pipelines.sweeps.plot import plot_sweep
+from pipelines.tracking.publish import publish_front
+from pipelines.tracking.tracker import Tracker
 
 
 @dataclass
@@ -56,7 +58,7 @@ def curriculum_points(sweep: SweepConfig, pipeline: PipelineConfig) -> list[Fron
     if not sweep.curriculum:
         return []
     from pipelines.config import load_config
-    from pipelines.stages import read_record
+    from pipelines.train.stages import read_record
 
     staged = load_config(sweep.curriculum)
     metric = pipeline.tracking.front_metric
@@ -84,7 +86,7 @@ def budget_alias(fraction: float) -> str:
 
 def budget_aliases(points: Sequence[FrontPoint], budgets: Sequence[float]) -> dict[str, str]:
     """alias -> point name: for each budget fraction of the largest dense multiply-adds, the
-    best front point within it (`pipelines.front.champion`); budgets nothing fits get none."""
+    best front point within it (`pipelines.tracking.front.champion`); budgets nothing fits get none."""
     if not points:
         return {}
     dense = max(p.extra["dense_macs"] for p in points)
@@ -131,9 +133,6 @@ def publish(
     front = pareto_front(points)
     with tempfile.TemporaryDirectory() as tmp:
         tracker.log_file(parent, write_trials_csv(trials, Path(tmp) / "trials.csv"), "sweep")
-        if points:
-            tracker.log_file(parent, write_front_csv(front, Path(tmp) / "front.csv"), "front")
-            tracker.log_file(parent, plot_sweep(points, Path(tmp) / "front.png", metric), "front")
     failed = [t.trial_id for t in trials if t.status == "error"]
     tracker.client.set_tag(parent, "failed_trials", ",".join(failed) or "none")
     tracker.log_metrics(parent, {"trials_done": sum(t.status == "done" for t in trials), "trials_failed": len(failed)}, 0)
@@ -142,16 +141,8 @@ def publish(
     for alias, point_name in aliases.items():
         aliases_of[point_name].append(alias)
     versions = {}
-    for p in front:
-        tags = {
-            TAG_PIPELINE: sweep.sweep_id,
-            TAG_STAGE: p.name,
-            "macs": p.cost,
-            "flops": 2 * p.cost,
-            metric: p.score,
-            **{k: v for k, v in p.extra.items() if k not in ("model_uri",)},
-        }
-        versions[p.name] = tracker.register(name, p.extra["model_uri"], aliases_of[p.name], tags)
+    if points:
+        versions = publish_front(tracker, parent, points, metric, plot_sweep, name, sweep.sweep_id, front, aliases_of)
     return SweepResult(list(trials), list(points), front, aliases, versions, name, tracker.tracking_uri, parent)
 
 
@@ -159,8 +150,7 @@ def write_trials_csv(trials: Sequence[TrialRow], path: str | Path) -> Path:
     """Every trial: id, status, searched values, score, macs, ratios, stage, run, error (atomic)."""
     path = Path(path)
     keys = sorted({k for t in trials for k in t.values})
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["trial_id", "status", *keys, SCORE, COST, "macs_ratio", "dense_macs", "stage", "run_id", "error"])
         for t in sorted(trials, key=lambda t: t.trial_id):
@@ -169,7 +159,6 @@ def write_trials_csv(trials: Sequence[TrialRow], path: str | Path) -> Path:
             row += ["+".join(v) if isinstance(v := t.values.get(k, ""), tuple) else v for k in keys]
             row += [m.get(k, "") for k in (SCORE, COST, "macs_ratio", "dense_macs", "stage", "run_id")]
             writer.writerow(row + [t.error.strip().splitlines()[-1] if t.error else ""])
-    os.replace(tmp, path)
     return path
 
 

@@ -138,7 +138,7 @@ def load_sweep_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[
     path = Path(path)
     raw = read_yaml_mapping(path)
     if not isinstance(raw.get("sweep"), dict):
-        raise ConfigError(f"{path}: a `sweep:` mapping is required (see pipelines/sweep_config.py)")
+        raise ConfigError(f"{path}: a `sweep:` mapping is required (see pipelines/sweeps/config.py)")
     for item in overrides:
         apply_override(raw, item)
     sweep_raw = raw.pop("sweep")

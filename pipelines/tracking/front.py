@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
+
+from pipelines.atomic import atomic_path
 
 
 @dataclass(frozen=True)
@@ -73,22 +74,20 @@ def write_front_csv(
     path = Path(path)
     front = {id(p) for p in pareto_front(points)}
     extra_keys = sorted({k for p in points for k in p.extra})
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["name", "cost", "score", "on_front", *extra_keys])
         for p in sorted(points, key=lambda p: (p.cost, -p.score, p.name)):
             row = [p.name, p.cost, p.score, id(p) in front]
             writer.writerow(row + [p.extra.get(k, "") for k in extra_keys])
-    os.replace(tmp, path)
     return path
 
 
 def plot_front(
     points: Sequence[FrontPoint],
     path: str | Path,
-    cost_label: str = "multiply-adds per image",
     score_label: str = "score",
+    cost_label: str = "multiply-adds per image",
 ) -> Path:
     """Scatter of all points with the front as a step line, saved as PNG atomically."""
     import matplotlib
@@ -115,8 +114,7 @@ def save_figure(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -1,7 +1,7 @@
 """The sweep's accuracy-vs-computation plot, labelled like the paper's figures.
 
 Every finished trial is a grey dot, curriculum stages are squares, the non-dominated set
-(`pipelines.front.pareto_front`) is drawn in colour with a step line, and each point carries
+(`pipelines.tracking.front.pareto_front`) is drawn in colour with a step line, and each point carries
 the paper-style label `rho=0.5, lambda=1e-3`. The x axis is GMACs per image.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from pipelines.front import FrontPoint, pareto_front, save_figure
+from pipelines.tracking.front import FrontPoint, pareto_front, save_figure
 
 
 def point_label(point: FrontPoint) -> str:

@@ -23,41 +23,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pag_model import PAGNet, TauSchedule, sparsity_loss, task_loss
-
-STATE_FILE = "state.pt"
-
-
-def build_model(model: dict[str, Any], stage: dict[str, Any]) -> PAGNet:
-    """The PAGNet of one stage: fixed model settings + the stage's MultiPool and gates."""
-    return PAGNet(
-        backbone=model["backbone"],
-        tasks=tuple(model["tasks"]),
-        num_classes=model["num_classes"],
-        multipool=stage.get("multipool"),
-        multipool_variant=model["multipool_variant"],
-        dilations=tuple(model["dilations"]),
-        gated=tuple(stage.get("gated") or ()),
-        pretrained=model.get("pretrained"),
-        head_channels=model["head_channels"],
-    )
+from pag_model import TauSchedule, sparsity_loss, task_loss
+from pipelines.checkpoint import build_model, load_state, save_state
+from pipelines.datasets.eval_reader import eval_batches
+from pipelines.scoring import evaluate_model
 
 
-def poly_lambda(iterations: int, power: float):
-    """LR factor (1 - it / iterations) ** power (the paper's poly policy)."""
-    return lambda it: max(0.0, 1.0 - it / iterations) ** power
-
-
-def load_state(checkpoint_dir: str | Path) -> dict[str, Any]:
-    """The dict saved by `save_state` in a checkpoint directory (local path)."""
-    path = Path(checkpoint_dir) / STATE_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a checkpoint of this pipeline (no {STATE_FILE})")
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def save_state(directory: str | Path, state: dict[str, Any]) -> None:
-    torch.save(state, Path(directory) / STATE_FILE)
+def poly_scheduler(optimizer: torch.optim.Optimizer, iterations: int, power: float) -> Any:
+    """The paper's poly policy: LR = base LR * (1 - it / iterations) ** power, 0 after the end."""
+    return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=iterations, power=power)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -74,7 +48,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from pipelines.datasets.ray_pipeline import TorchCollate
-    from pipelines.tracking import RankZeroLogger
+    from pipelines.tracking.tracker import RankZeroLogger
 
     model_cfg: dict = config["model"]
     stage: dict = config["stage"]
@@ -107,7 +81,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer = torch.optim.SGD(
         net.parameters(), lr=stage["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"]
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(iterations, train["poly_power"]))
+    scheduler = poly_scheduler(optimizer, iterations, train["poly_power"])
     tau_iters = stage.get("tau_iters") or iterations
     tau = TauSchedule(stage["tau_start"], stage["tau_end"], tau_iters, stage["tau_shape"])
     if state:
@@ -309,7 +283,5 @@ def _periodic_eval(
     """Rank 0 scores the eval split and logs it; other ranks go on (no collective inside)."""
     if rank != 0:
         return
-    from pipelines.evaluate import eval_batches, evaluate_model
-
     metrics = evaluate_model(net, eval_batches(**eval_cfg), tuple(model_cfg["tasks"]), model_cfg["num_classes"], device)
     logger.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, it)

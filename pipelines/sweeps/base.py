@@ -20,8 +20,9 @@ from pathlib import Path
 
 from pipelines.config import ConfigError, PipelineConfig
 from pipelines.datasets import storage
-from pipelines.sweep_config import SweepConfig
-from pipelines.train_loop import STATE_FILE, save_state
+from pipelines.sweeps.config import SweepConfig
+from pipelines.checkpoint import STATE_FILE, save_state
+from pipelines.tracking.load import load_model
 
 
 def resolve_base(
@@ -57,7 +58,7 @@ def resolve_base(
 
 def _curriculum_checkpoint(sweep: SweepConfig, stage_name: str) -> str:
     from pipelines.config import load_config
-    from pipelines.stages import read_record
+    from pipelines.train.stages import read_record
 
     staged = load_config(sweep.curriculum)
     names = [s.name for s in staged.stages]
@@ -74,8 +75,6 @@ def _curriculum_checkpoint(sweep: SweepConfig, stage_name: str) -> str:
 
 def _registered_checkpoint(uri: str, pipeline: PipelineConfig, tracking_uri: str, target: str) -> str:
     """Load `uri` through MLflow and write its weights as a checkpoint at `target` (once)."""
-    from pipelines.evaluate import load_model
-
     if storage.exists(storage.join(target, STATE_FILE)):
         return target
     try:

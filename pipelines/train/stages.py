@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from pipelines.config import PipelineConfig, StageConfig
+from pipelines.checkpoint import as_checkpoint, checkpoint_uri
 from pipelines.datasets import storage
 
 
@@ -89,20 +90,6 @@ def write_record(config: PipelineConfig, record: StageRecord) -> str:
     return uri
 
 
-def checkpoint_uri(checkpoint: Any) -> str:
-    """A Ray Checkpoint's location as a URI (s3:// for S3, a plain path locally)."""
-    fs_type = type(checkpoint.filesystem).__name__
-    return f"s3://{checkpoint.path}" if fs_type == "S3FileSystem" else checkpoint.path
-
-
-def as_checkpoint(uri: str) -> Any:
-    """A `ray.train.Checkpoint` for a URI written by `checkpoint_uri`."""
-    from ray.train import Checkpoint
-
-    fs, path = storage.filesystem(uri)
-    return Checkpoint(path, filesystem=fs)
-
-
 def train_stage(
     config: PipelineConfig,
     index: int,
@@ -120,7 +107,7 @@ def train_stage(
     from ray.train.torch import TorchTrainer
 
     from pipelines.datasets.ray_pipeline import DataResources, ingest_options, train_dataset
-    from pipelines.train_loop import train_loop_per_worker
+    from pipelines.train.loop import train_loop_per_worker
 
     stage = config.stages[index]
     scaling = config.scaling

@@ -1,0 +1,82 @@
+"""The checkpoint format: one directory with `state.pt`, written by the train loop.
+
+`state.pt` holds only tensors, numbers, strings, lists and dicts, so it loads with
+`torch.load(weights_only=True)`: no pickled code runs when a checkpoint is read, whoever
+wrote the directory. Keys:
+
+    model        the PAGNet's state dict
+    optimizer    the optimizer's state dict
+    scheduler    the LR scheduler's state dict
+    tau          the Gumbel temperature schedule's state dict
+    iteration    iterations trained in the stage
+    run_id       the stage's MLflow run (so a restarted job logs to the same run)
+    model_config the `model:` section (ModelConfig fields) that rebuilds the network
+    stage        the stage's settings (StageConfig fields: MultiPool, gated blocks, ...)
+
+Ray Train makes a reported checkpoint directory atomic; `as_checkpoint` and
+`checkpoint_uri` convert between `ray.train.Checkpoint` and URIs (local path or s3://).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pag_model import PAGNet
+from pipelines.datasets import storage
+
+STATE_FILE = "state.pt"
+
+
+def build_model(model: dict[str, Any], stage: dict[str, Any]) -> PAGNet:
+    """The PAGNet of one stage: fixed model settings + the stage's MultiPool and gates."""
+    return PAGNet(
+        backbone=model["backbone"],
+        tasks=tuple(model["tasks"]),
+        num_classes=model["num_classes"],
+        multipool=stage.get("multipool"),
+        multipool_variant=model["multipool_variant"],
+        dilations=tuple(model["dilations"]),
+        gated=tuple(stage.get("gated") or ()),
+        pretrained=model.get("pretrained"),
+        head_channels=model["head_channels"],
+    )
+
+
+def save_state(directory: str | Path, state: dict[str, Any]) -> None:
+    """Write `state` (the keys above) as `<directory>/state.pt`."""
+    torch.save(state, Path(directory) / STATE_FILE)
+
+
+def load_state(checkpoint_dir: str | Path) -> dict[str, Any]:
+    """The dict saved by `save_state` in a local checkpoint directory (no unpickling of code)."""
+    path = Path(checkpoint_dir) / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a checkpoint of this pipeline (no {STATE_FILE})")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError for torn files
+        raise ValueError(f"{path}: unreadable checkpoint state ({type(err).__name__}: {err})") from err
+
+
+def load_checkpoint_model(checkpoint_dir: str | Path) -> PAGNet:
+    """The network saved in a local checkpoint directory, on CPU, in eval mode."""
+    state = load_state(checkpoint_dir)
+    net = build_model(state["model_config"], state["stage"])
+    net.load_state_dict(state["model"])
+    return net.eval()
+
+
+def checkpoint_uri(checkpoint: Any) -> str:
+    """A Ray Checkpoint's location as a URI (s3:// for S3, a plain path locally)."""
+    fs_type = type(checkpoint.filesystem).__name__
+    return f"s3://{checkpoint.path}" if fs_type == "S3FileSystem" else checkpoint.path
+
+
+def as_checkpoint(uri: str) -> Any:
+    """A `ray.train.Checkpoint` for a URI written by `checkpoint_uri`."""
+    from ray.train import Checkpoint
+
+    fs, path = storage.filesystem(uri)
+    return Checkpoint(path, filesystem=fs)

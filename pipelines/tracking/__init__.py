@@ -1,0 +1,1 @@
+"""MLflow tracking: runs, the Pareto front and its publisher, the registry, redaction."""

@@ -1,0 +1,200 @@
+"""The paper's staged curriculum: stages in order, each trained, evaluated, logged, recorded.
+
+Every check that can fail early (config, data paths, splits, blocks the backbone cannot
+gate) runs in `preflight`, before any worker starts. Then, per stage: skip it if its done
+record exists, else train it (resuming its latest checkpoint), evaluate the final
+checkpoint, log metrics, PNGs and the model to the stage's child run, and write the record.
+At the end: the Pareto front of the rho stages on the parent run, the front's models in the
+registry with `rho-*` aliases and `champion` (best within the budget).
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from pag_model import MACRO_BLOCKS
+from pipelines.atomic import write_json
+from pipelines.checkpoint import as_checkpoint, build_model, load_checkpoint_model
+from pipelines.config import ConfigError, PipelineConfig
+from pipelines.datasets import shards
+from pipelines.datasets.eval_reader import eval_batches
+from pipelines.datasets.ray_pipeline import fields_for
+from pipelines.scoring import evaluate_model
+from pipelines.tracking.front import FrontPoint, champion, pareto_front, plot_front
+from pipelines.tracking.publish import publish_front
+from pipelines.tracking.tracker import ExportedPAG, Tracker, default_tracking_uri
+from pipelines.train.stages import StageError, StageRecord, pipeline_root, read_record, train_stage, write_record
+
+
+@dataclass
+class PipelineResult:
+    """What a finished pipeline produced."""
+
+    records: list[StageRecord]
+    front: list[FrontPoint]
+    champion: Optional[FrontPoint]
+    tracking_uri: str
+    parent_run_id: str
+    png_dirs: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def preflight(config: PipelineConfig) -> None:
+    """Fail before any worker starts: data present with non-empty splits, blocks gateable.
+
+    Raises:
+        ConfigError naming the key and value at fault.
+    """
+    data = config.data
+    try:
+        manifest = shards.read_manifest(data.uri)
+        for split in [*data.train_split.split("+"), data.eval_split]:
+            shards.split_files(data.uri, split, manifest)
+            have = manifest["splits"][split]["fields"]
+            missing = [f for f in fields_for(config.model.tasks) if f not in have]
+            if missing:
+                raise ConfigError(
+                    f"model.tasks={list(config.model.tasks)}: split {split!r} of {data.uri} lacks {missing}"
+                )
+    except shards.ShardError as err:
+        raise ConfigError(f"data.uri={data.uri!r}: {err}") from err
+    classes = len(manifest["class_names"])
+    if "semantic" in config.model.tasks and classes and classes != config.model.num_classes:
+        raise ConfigError(
+            f"model.num_classes={config.model.num_classes}: the dataset at {data.uri} has {classes} classes"
+        )
+    last = config.stages[-1]
+    model = {**config.to_dict()["model"], "pretrained": None}  # no download just to check
+    try:
+        net = build_model(model, asdict(last))
+    except ValueError as err:
+        raise ConfigError(f"stages.{last.name}: {err}") from err
+    gated = {name.split(".")[1] for name, _ in net.gated_blocks()}
+    for stage in config.stages:
+        empty = [b for b in stage.gated if MACRO_BLOCKS[b] not in gated]
+        if empty:
+            raise ConfigError(
+                f"stages.{stage.name}.gated={list(stage.gated)}: {config.model.backbone} has no stride-1 "
+                f"bottleneck to gate in {empty}"
+            )
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    progress: Callable[[str], None] = print,
+) -> PipelineResult:
+    """Run (or continue) every stage, then publish the front and register its models."""
+    tracking_uri = config.tracking.tracking_uri or default_tracking_uri(config.storage_path)
+    tracker = Tracker(tracking_uri, config.tracking.experiment)
+    parent = tracker.parent_run(config.pipeline_id, config.to_dict())
+    records: list[StageRecord] = []
+    png_dirs: dict[str, str] = {}
+    prev: Optional[StageRecord] = None
+    for index, stage in enumerate(config.stages):
+        head = f"stage {index + 1}/{len(config.stages)} {stage.name}"
+        done = read_record(config, stage)
+        if done is not None:
+            progress(f"{head}: already done ({done.checkpoint}), skipped")
+            records.append(done)
+            prev = done
+            continue
+        child = tracker.child_run(parent, config.pipeline_id, stage.name, {"stage": asdict(stage)})
+        progress(f"{head}: training {stage.iterations} iterations (MLflow run {child})")
+        start = time.monotonic()
+        try:
+            record = train_stage(config, index, prev, child, tracking_uri)
+            png_dir = finish_stage(config, tracker, record)
+        except BaseException:
+            tracker.finish(child, "FAILED")
+            tracker.finish(parent, "FAILED")
+            raise
+        write_record(config, record)
+        tracker.finish(child)
+        png_dirs[stage.name] = png_dir
+        progress(f"{head}: done in {time.monotonic() - start:.0f}s: {_summary(record.metrics)}")
+        records.append(record)
+        prev = record
+    points, best, versions = _publish(config, tracker, parent, records)
+    tracker.finish(parent)
+    return PipelineResult(records, pareto_front(points), best, tracking_uri, parent, png_dirs, versions)
+
+
+def finish_stage(config: PipelineConfig, tracker: Tracker, record: StageRecord) -> str:
+    """Evaluate the stage's final checkpoint; log metrics, PNGs and the model to its run."""
+    eval_root = pipeline_root(config)
+    local = "://" not in eval_root
+    png_dir = Path(eval_root) / "eval" / record.stage if local else Path(tempfile.mkdtemp()) / record.stage
+    with as_checkpoint(record.checkpoint).as_directory() as ckpt_dir:
+        net = load_checkpoint_model(ckpt_dir)
+    tasks = config.model.tasks
+    batches = eval_batches(config.data.uri, config.data.eval_split, tasks, config.data.eval_images)
+    metrics = evaluate_model(net, batches, tasks, config.model.num_classes, png_dir=png_dir)
+    record.metrics = metrics
+    tracker.log_metrics(record.run_id, {f"eval/{k}": v for k, v in metrics.items()}, record.iterations)
+    write_json(png_dir / "metrics.json", metrics)
+    for path in sorted(png_dir.iterdir()):
+        tracker.log_file(record.run_id, path, "eval")
+    example = next(eval_batches(config.data.uri, config.data.eval_split, tasks, 1))["image"]
+    record.model_uri = tracker.log_model(record.run_id, ExportedPAG(net, tasks), example)
+    return str(png_dir)
+
+
+def _publish(
+    config: PipelineConfig,
+    tracker: Tracker,
+    parent: str,
+    records: Sequence[StageRecord],
+) -> tuple[list[FrontPoint], Optional[FrontPoint], dict[str, str]]:
+    """Front CSV + PNG on the parent run; rho stages registered with aliases and tags."""
+    metric = config.tracking.front_metric
+    stages = {s.name: s for s in config.stages}
+    points = []
+    for r in records:
+        rho = stages[r.stage].rho
+        if rho is None:
+            continue
+        if metric not in r.metrics:
+            raise StageError(
+                f"tracking.front_metric={metric!r}: stage {r.stage} has no such metric "
+                f"(it has {sorted(r.metrics)})"
+            )
+        extra = {"rho": rho, "model_uri": r.model_uri, "dense_macs": r.metrics["dense_macs"]}
+        extra.update({k: r.metrics[k] for k in ("semantic/miou", "depth/delta1") if k in r.metrics})
+        points.append(FrontPoint(r.stage, r.metrics["macs"], r.metrics[metric], extra))
+    if not points:
+        return [], None, {}
+    budget = config.tracking.budget * max(p.extra["dense_macs"] for p in points)
+    best = champion(points, budget)
+    aliases = {p.name: [f"rho-{p.extra['rho']:g}".replace(".", "_")] for p in points}
+    if best is not None:
+        aliases[best.name].append("champion")
+    versions = publish_front(
+        tracker, parent, points, metric, plot_front, config.tracking.registered_model, config.pipeline_id, points, aliases
+    )
+    return points, best, versions
+
+
+def _summary(metrics: dict[str, float]) -> str:
+    keys = ("semantic/miou", "depth/delta1", "normals/mean", "boundary/ods_f", "macs_ratio", "ponder/boundary_ratio")
+    return ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics)
+
+
+def front_table(result: PipelineResult, config: PipelineConfig) -> str:
+    """Plain-text table of every stage: stage, rho, multiply-adds, mIoU, depth delta1."""
+    rhos = {s.name: s.rho for s in config.stages}
+    on_front = {p.name for p in result.front}
+    lines = [f"{'stage':<14}{'rho':>6}{'GMACs/img':>11}{'ratio':>7}{'mIoU':>8}{'delta1':>8}  front"]
+    for r in result.records:
+        m = r.metrics
+        rho = "-" if rhos[r.stage] is None else f"{rhos[r.stage]:g}"
+        miou = f"{m['semantic/miou']:.3f}" if "semantic/miou" in m else "-"
+        d1 = f"{m['depth/delta1']:.3f}" if "depth/delta1" in m else "-"
+        mark = "*" if r.stage in on_front else ""
+        champ = " champion" if result.champion is not None and result.champion.name == r.stage else ""
+        lines.append(
+            f"{r.stage:<14}{rho:>6}{m.get('macs', 0) / 1e9:>11.4f}{m.get('macs_ratio', 1):>7.2f}{miou:>8}{d1:>8}  {mark}{champ}"
+        )
+    return "\n".join(lines)
