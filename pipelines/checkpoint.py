@@ -80,3 +80,41 @@ def as_checkpoint(uri: str) -> Any:
 
     fs, path = storage.filesystem(uri)
     return Checkpoint(path, filesystem=fs)
+
+
+# A logged (exported) model: the same network without the optimizer, in files that load
+# without executing code: `weights.safetensors` (tensors only) and `model.json` (the model
+# and stage settings that rebuild it with `build_model`).
+WEIGHTS_FILE = "weights.safetensors"
+MODEL_FILE = "model.json"
+
+
+def export_model(directory: str | Path, net: PAGNet, model: dict[str, Any], stage: dict[str, Any]) -> Path:
+    """Write `net`'s weights and the settings that rebuild it into `directory`; returns it."""
+    from safetensors.torch import save_file
+
+    from pipelines.atomic import atomic_path, write_json
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp))
+    write_json(directory / MODEL_FILE, {"format": 1, "model_config": model, "stage": stage})
+    return directory
+
+
+def load_exported_model(directory: str | Path) -> PAGNet:
+    """The PAGNet written by `export_model`, on CPU, in eval mode (no pickle is read)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    for name in (WEIGHTS_FILE, MODEL_FILE):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"{directory}: not an exported PAG model (no {name})")
+    spec = json.loads((directory / MODEL_FILE).read_text())
+    net = build_model(spec["model_config"], spec["stage"])
+    net.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+    return net.eval()

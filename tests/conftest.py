@@ -25,7 +25,19 @@ def _mlflow_globals():
     """A test that sets MLflow's global tracking/registry URI or experiment (directly or through
     MLflow's fluent API) must not leave later tests, or the processes they start, pointed at
     its server after that server is stopped."""
-    from pipelines.tracking.scope import restored_mlflow_globals
+    import os
 
-    with restored_mlflow_globals():
-        yield
+    import mlflow
+
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+    env = {k: os.environ.get(k) for k in keys}
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    registry_set = registry != tracking or env["MLFLOW_REGISTRY_URI"] is not None
+    yield
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry if registry_set else "")  # "": follow the tracking URI again
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

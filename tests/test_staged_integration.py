@@ -12,7 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -95,14 +94,14 @@ def test_pipeline_tracks_registers_and_skips_finished_stages(local_ray, shards, 
     mv = client.get_model_version_by_alias(name, "champion")
     assert client.get_model_version_by_alias(name, "rho-0_5").version == mv.version
     assert mv.tags["pag_stage"] == "rho-0_5" and float(mv.tags["macs"]) > 0
-    mlflow.set_tracking_uri(mlflow_server.uri)
-    served = mlflow.pytorch.load_model(f"models:/{name}@champion").eval()
+    served = load_model(f"models:/{name}@champion", mlflow_server.uri)
     rho_record = result.records[1]
     reference = load_model(rho_record.checkpoint)  # the checkpoint's own weights
     x = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
-        ref = reference(x)
-        torch.testing.assert_close(served(x), torch.cat([ref["semantic"], ref["depth"]], 1))
+        ref, got = reference(x), served(x)
+    for task in ("semantic", "depth"):
+        torch.testing.assert_close(got[task], ref[task], msg=task)
     assert float(mv.tags["macs"]) == pytest.approx(rho_record.metrics["macs"])
 
 

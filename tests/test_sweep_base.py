@@ -16,13 +16,14 @@ from tests.support.sweep import MODEL
 
 @pytest.mark.slow
 def test_registered_model_becomes_a_base_checkpoint(tmp_path):
-    from pipelines.tracking.tracker import ExportedPAG, Tracker, default_tracking_uri
+    from pipelines.tracking.tracker import Tracker, default_tracking_uri
 
     uri = default_tracking_uri(str(tmp_path / "mlflow"))
     tracker = Tracker(uri, "base-test")
-    net = build_model(MODEL, {"multipool": "res5", "gated": []})
+    stage = {"multipool": "res5", "gated": []}
+    net = build_model(MODEL, stage)
     run = tracker.child_run(tracker.parent_run("p", {}), "p", "multipool", {})
-    model_uri = tracker.log_model(run, ExportedPAG(net, MODEL["tasks"]), torch.zeros(1, 3, 32, 32))
+    model_uri = tracker.log_model(run, net, MODEL, stage)
     tracker.register("pag-base", model_uri, ["mp"], {})
 
     stage = {"name": "s", "iterations": 1, "multipool": "res5", "gated": ["res5"], "rho": 0.5}

@@ -2,40 +2,28 @@
 from __future__ import annotations
 
 import csv
-import io
 import uuid
 
 import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from torch import nn
 
+from pipelines.checkpoint import build_model
 from pipelines.tracking.front import FrontPoint, plot_front
+from pipelines.tracking.load import load_model
 from pipelines.tracking.publish import publish_front
 from pipelines.tracking.tracker import (
     PARENT_TAG,
-    ExportedPAG,
     RankZeroLogger,
     Tracker,
     default_artifact_location,
     default_tracking_uri,
 )
 from tests.support.mlflow_server import mlflow_server  # noqa: F401
+from tests.support.sweep import MODEL
 
 pytestmark = pytest.mark.slow
-
-
-class TwoHeads(nn.Module):
-    """A stand-in dense network: dict of per-task (B, c, H, W) outputs like PAGNet's."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sem = nn.Conv2d(3, 4, 1)
-        self.dep = nn.Conv2d(3, 1, 1)
-
-    def forward(self, x):
-        return {"semantic": self.sem(x), "depth": self.dep(x)}
 
 
 @pytest.fixture
@@ -94,9 +82,9 @@ def test_model_logged_registered_and_loaded_by_alias(tracker):
     name = f"m-{uuid.uuid4().hex[:8]}"
     parent = tracker.parent_run("p4", {})
     child = tracker.child_run(parent, "p4", "rho-0_5", {})
-    net = TwoHeads()
-    example = torch.randn(1, 3, 8, 8)
-    uri = tracker.log_model(child, ExportedPAG(net, ["semantic", "depth"]), example)
+    stage = {"multipool": "res5", "gated": ["res5"]}
+    net = build_model(MODEL, stage).eval()
+    uri = tracker.log_model(child, net, MODEL, stage)
     tags = {"pag_pipeline_id": "p4", "pag_stage": "rho-0_5", "macs": 123.0}
     version = tracker.register(name, uri, ["rho-0_5", "champion"], tags)
     # Same stage registered again (a re-run): the same version, no duplicate.
@@ -106,15 +94,25 @@ def test_model_logged_registered_and_loaded_by_alias(tracker):
     mv = client.get_model_version_by_alias(name, "champion")
     assert mv.version == version and mv.tags["macs"] == "123.0"
     assert len(client.search_model_versions(f"name = '{name}'")) == 1
+    # Nothing pickled: tensors in safetensors, settings in JSON.
+    files = sorted(a.path for a in client.list_artifacts(child, "model"))
+    assert files == ["model/model.json", "model/weights.safetensors"]
 
-    mlflow.set_tracking_uri(tracker.tracking_uri)
-    loaded = mlflow.pytorch.load_model(f"models:/{name}@rho-0_5")
-    x = torch.randn(2, 3, 8, 8)
-    expected = torch.cat([net.sem(x), net.dep(x)], dim=1)  # channel layout by hand
-    torch.testing.assert_close(loaded(x), expected)
-    info = mlflow.models.get_model_info(f"models:/{name}@champion")
-    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 3, -1, -1]
-    assert list(info.signature.outputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 5, -1, -1]
+    for ref in (f"models:/{name}@rho-0_5", f"models:/{name}/{version}", uri):
+        loaded = load_model(ref, tracker.tracking_uri)
+        x = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            expected, got = net(x), loaded(x)
+        assert got.keys() == expected.keys()
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], msg=key)
+
+
+def test_load_model_rejects_bad_uris_by_name(tracker):
+    with pytest.raises(ValueError, match="models:/NAME@ALIAS"):
+        load_model("models:/no-alias-or-version", tracker.tracking_uri)
+    with pytest.raises(ValueError, match="tracking URI"):
+        load_model("models:/m@champion", None)
 
 
 def test_logging_and_registering_leave_the_callers_mlflow_globals_alone(tracker, tmp_path, monkeypatch):
@@ -129,7 +127,8 @@ def test_logging_and_registering_leave_the_callers_mlflow_globals_alone(tracker,
     monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
     parent = tracker.parent_run("p6", {})
     child = tracker.child_run(parent, "p6", "rho-0_5", {})
-    uri = tracker.log_model(child, ExportedPAG(TwoHeads(), ["semantic", "depth"]), torch.randn(1, 3, 8, 8))
+    stage = {"multipool": None, "gated": []}
+    uri = tracker.log_model(child, build_model(MODEL, stage), MODEL, stage)
     tracker.register(f"m-{uuid.uuid4().hex[:8]}", uri, ["champion"], {"pag_pipeline_id": "p6", "pag_stage": "rho-0_5"})
 
     assert mlflow.get_tracking_uri() == own

@@ -6,25 +6,26 @@
 - Workers log through `RankZeroLogger`: only world rank 0 talks to MLflow.
 - Params are the flattened config (logged once, when a run is created); metrics carry the
   training iteration as step; artifacts are the resolved config, metrics JSON and PNGs.
-- Models are logged with a tensor signature and an input example, wrapped in `ExportedPAG`
-  so the pyfunc flavour gets one tensor out; the registry gets versions with aliases
-  (`rho-0.5`, `champion`) and tags (multiply-adds, metrics, stage, pipeline id).
+- Models are logged as files that load without running code (safetensors weights and the
+  JSON settings that rebuild the network, `pipelines.checkpoint.export_model`); the registry
+  gets versions with aliases (`rho-0_5`, `champion`) and tags (multiply-adds, metrics,
+  stage, pipeline id). Only MLflow's client API is used: no process-wide MLflow state.
 - With no tracking URI the store is a SQLite file in the run directory, artifacts beside it.
 """
 from __future__ import annotations
 
 import json
 import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
-import torch
 from torch import nn
 
 from pipelines.config import flatten
-from pipelines.tracking.scope import mlflow_scope, quiet_run_urls
+from pipelines.checkpoint import export_model
+from pipelines.tracking.scope import quiet_run_urls
 from pipelines.tracking.redaction import redact
 
 TAG_PIPELINE = "pag_pipeline_id"
@@ -33,6 +34,16 @@ TAG_STAGE = "pag_stage"
 PARENT_TAG = "mlflow.parentRunId"
 _PARAMS_PER_BATCH = 100
 _METRICS_PER_BATCH = 1000
+MODEL_ARTIFACT = "model"
+
+
+def parse_runs_uri(uri: str) -> tuple[str, str]:
+    """`runs:/<run_id>/<path>` -> (run_id, path); ValueError naming the URI otherwise."""
+    rest = uri[len("runs:/"):] if uri.startswith("runs:/") else ""
+    run_id, _, path = rest.partition("/")
+    if not run_id or not path:
+        raise ValueError(f"model URI {uri!r}: expected runs:/<run_id>/<artifact path>")
+    return run_id, path
 
 
 def default_tracking_uri(storage_path: str) -> str:
@@ -56,36 +67,6 @@ def default_artifact_location(tracking_uri: str) -> Optional[str]:
     if tracking_uri.startswith("sqlite:///"):
         return (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
     return None
-
-
-class ExportedPAG(nn.Module):
-    """A PAGNet seen as one tensor in, one tensor out (what MLflow's pyfunc flavour serves).
-
-    forward(images (B, 3, H, W)) -> (B, C, H, W): the task outputs concatenated on channels
-    in `self.layout` order, e.g. semantic (K channels) then depth (1 channel). `self.net`
-    is the original network (evaluate.py uses it directly for ponder maps).
-    """
-
-    def __init__(
-        self,
-        net: nn.Module,
-        tasks: Sequence[str],
-    ) -> None:
-        """
-        Args:
-            net: a network returning a dict of (B, c, H, W) outputs.
-            tasks: the output keys to export, in channel order.
-        """
-        super().__init__()
-        self.net = net
-        self.tasks = tuple(tasks)
-        self.layout: list[tuple[str, int]] = []
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        outputs = self.net(images)
-        parts = [outputs[t] for t in self.tasks]
-        self.layout = [(t, p.shape[1]) for t, p in zip(self.tasks, parts)]
-        return torch.cat(parts, dim=1)
 
 
 class Tracker:
@@ -165,51 +146,33 @@ class Tracker:
     def log_file(self, run_id: str, path: str | Path, artifact_path: Optional[str] = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
-    def log_model(self, run_id: str, model: ExportedPAG, example: torch.Tensor) -> str:
-        """Log `model` to run `run_id` with a tensor signature and `example` (1, 3, H, W).
+    def log_model(self, run_id: str, net: nn.Module, model: dict[str, Any], stage: dict[str, Any]) -> str:
+        """Log `net` to run `run_id` as an exported model (`pipelines.checkpoint.export_model`:
+        safetensors weights + the JSON settings that rebuild it; nothing pickled).
 
-        Returns the logged model's URI (load it with `mlflow.pytorch.load_model`).
+        Returns its URI, `runs:/<run_id>/model` (load it with `pipelines.tracking.load.load_model`).
         """
-        import mlflow
-        from mlflow.models.signature import ModelSignature
-        from mlflow.types.schema import Schema, TensorSpec
-
-        model.eval()
-        with torch.no_grad():
-            out = model(example)
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out.shape[1], -1, -1))]),
-        )
-        # start_run(run_id) refuses a run outside the process's active experiment, which the
-        # caller may have set (mlflow.set_experiment in a notebook): follow the run's own, and
-        # give the caller's globals back afterwards.
-        experiment_id = self.client.get_run(run_id).info.experiment_id
-        with mlflow_scope(self.tracking_uri, experiment_id), mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(
-                model,
-                name="model",
-                signature=signature,
-                input_example=example.numpy(),
-                metadata={"layout": json.dumps(model.layout)},
-                # Pickle keeps the nn.Module (evaluate.py needs .net for ponder maps); pt2
-                # export would trace the Gumbel gates. Explicit requirements skip MLflow's
-                # slow inference of them in a subprocess.
-                serialization_format="pickle",
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "pag-ray"],
-            )
-        # start_run(run_id) on a finished run marks it FINISHED again on exit; fine here.
-        return info.model_uri
+        with tempfile.TemporaryDirectory() as tmp:
+            export_model(Path(tmp) / "model", net, model, stage)
+            self.client.log_artifacts(run_id, str(Path(tmp) / "model"), MODEL_ARTIFACT)
+        return f"runs:/{run_id}/{MODEL_ARTIFACT}"
 
     def register(self, name: str, model_uri: str, aliases: Sequence[str], tags: dict[str, Any]) -> str:
-        """Register `model_uri` as a new version of `name` (or reuse the version with the same
-        stage and pipeline tags), set its tags and point each alias at it. Returns the version."""
-        import mlflow
+        """Register `model_uri` (`runs:/<run>/model`) as a new version of `name` (or reuse the
+        version with the same stage and pipeline tags), set its tags and point each alias at it.
+        Returns the version."""
+        from mlflow.exceptions import MlflowException
 
         version = self._find_version(name, tags)
         if version is None:
-            with mlflow_scope(self.tracking_uri):
-                version = mlflow.register_model(model_uri, name, await_registration_for=60).version
+            run_id, path = parse_runs_uri(model_uri)
+            try:
+                self.client.create_registered_model(name)
+            except MlflowException as err:
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            source = f"{self.client.get_run(run_id).info.artifact_uri}/{path}"
+            version = self.client.create_model_version(name, source, run_id=run_id).version
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version, key, str(value))
         for alias in aliases:

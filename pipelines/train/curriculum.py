@@ -25,7 +25,7 @@ from pipelines.datasets.ray_pipeline import fields_for
 from pipelines.scoring import evaluate_model
 from pipelines.tracking.front import FrontPoint, champion, pareto_front, plot_front
 from pipelines.tracking.publish import publish_front
-from pipelines.tracking.tracker import ExportedPAG, Tracker, default_tracking_uri
+from pipelines.tracking.tracker import Tracker, default_tracking_uri
 from pipelines.train.stages import StageError, StageRecord, pipeline_root, read_record, train_stage, write_record
 
 
@@ -137,8 +137,8 @@ def finish_stage(config: PipelineConfig, tracker: Tracker, record: StageRecord) 
     write_json(png_dir / "metrics.json", metrics)
     for path in sorted(png_dir.iterdir()):
         tracker.log_file(record.run_id, path, "eval")
-    example = next(eval_batches(config.data.uri, config.data.eval_split, tasks, 1))["image"]
-    record.model_uri = tracker.log_model(record.run_id, ExportedPAG(net, tasks), example)
+    stage = next(s for s in config.stages if s.name == record.stage)
+    record.model_uri = tracker.log_model(record.run_id, net, config.to_dict()["model"], asdict(stage))
     return str(png_dir)
 
 
