@@ -32,6 +32,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
     try:
         config = load_config(args.config, overrides)
+        if config.sweep is not None:
+            raise ConfigError(f"{args.config}: has a `sweep:` section; run it with pipelines/sweep.py")
         preflight(config)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from pipelines.cluster import init_ray
 from pipelines.config import ConfigError
-from pipelines.sweeps.config import load_sweep_config
+from pipelines.config import load_sweep_config
 from pipelines.sweeps.publish import summary_table
 from pipelines.sweeps.run import SweepInterrupted, preflight_sweep, run_sweep
 from pipelines.tracking.redaction import redact_text

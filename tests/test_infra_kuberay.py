@@ -127,7 +127,7 @@ def test_staged_job_runs_staged_py_with_valid_overrides():
 
 
 def test_sweep_job_runs_sweep_py_from_the_staged_jobs_checkpoint():
-    from pipelines.sweeps.config import load_sweep_config
+    from pipelines.config import load_sweep_config
 
     argv, local_config, overrides = entrypoint("rayjob-sweep.yaml")
     assert argv[:2] == ["python", IMAGE_ROOT + "pipelines/sweep.py"]

@@ -9,7 +9,7 @@ import yaml
 from pipelines.config import ConfigError, PipelineConfig, StageConfig, from_dict, load_config
 from pipelines.train.stages import StageRecord, write_record
 from pipelines.sweeps.base import resolve_base
-from pipelines.sweeps.config import parse_sweep
+from pipelines.config import parse_sweep
 from pipelines.checkpoint import build_model, load_state
 from tests.support.sweep import MODEL
 

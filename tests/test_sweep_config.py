@@ -17,7 +17,7 @@ from pipelines.sweeps.space import (
     trial_config,
     trial_values,
 )
-from pipelines.sweeps.config import load_sweep_config, parse_param, parse_sweep
+from pipelines.config import load_sweep_config, parse_param, parse_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ from pipelines.sweeps.publish import (
     summary_table,
     write_trials_csv,
 )
-from pipelines.sweeps.config import parse_sweep
+from pipelines.config import parse_sweep
 from pipelines.sweeps.plot import plot_sweep, point_label
 
 

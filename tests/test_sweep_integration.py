@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.sweeps.run import SweepInterrupted, run_sweep
-from pipelines.sweeps.config import load_sweep_config
+from pipelines.config import load_sweep_config
 from tests.support.mlflow_server import free_port, mlflow_server  # noqa: F401
 from tests.support.sweep import sweep_data, sweep_yaml  # noqa: F401
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.config import ConfigError
 from pipelines.sweeps.space import COST, SCORE, param_space, scheduler, search_algorithm, trial_values
-from pipelines.sweeps.config import parse_sweep
+from pipelines.config import parse_sweep
 
 SPACE = {
     "lam": {"low": 1e-5, "high": 1e-2, "log": True},

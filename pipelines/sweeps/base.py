@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipelines.config import ConfigError, PipelineConfig
 from pipelines.datasets import storage
-from pipelines.sweeps.config import SweepConfig
+from pipelines.config import SweepConfig
 from pipelines.checkpoint import STATE_FILE, save_state
 from pipelines.tracking.load import load_model
 

@@ -22,7 +22,7 @@ from pipelines.atomic import atomic_path
 from pipelines.config import PipelineConfig
 from pipelines.tracking.front import FrontPoint, champion, pareto_front
 from pipelines.sweeps.space import COST, SCORE
-from pipelines.sweeps.config import SweepConfig
+from pipelines.config import SweepConfig
 from pipelines.sweeps.plot import plot_sweep
 from pipelines.tracking.publish import publish_front
 from pipelines.tracking.tracker import Tracker

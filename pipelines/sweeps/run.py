@@ -39,7 +39,7 @@ from pipelines.sweeps.space import (
     trial_values,
 )
 from pipelines.sweeps.base import resolve_base
-from pipelines.sweeps.config import SweepConfig, parse_sweep
+from pipelines.config import SweepConfig, parse_sweep
 from pipelines.sweeps.publish import (
     SweepResult,
     TrialRow,

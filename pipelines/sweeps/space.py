@@ -1,6 +1,6 @@
 """What a sweep searches and how: Tune's param space, the search algorithm, ASHA, concurrency.
 
-From a `SweepConfig` (pipelines/sweeps/config.py):
+From a `SweepConfig` (pipelines/config/sweep.py):
 
 - `param_space`: Tune domains for the searched values only (lambda log-uniform, rho, the tau
   schedule's start/end/shape/annealing length, the gated blocks); fixed values never reach
@@ -20,7 +20,7 @@ import math
 from typing import Any, Optional
 
 from pipelines.config import ConfigError, PipelineConfig, from_dict
-from pipelines.sweeps.config import Param, SweepConfig
+from pipelines.config import Param, SweepConfig
 
 SCORE = "score"  # the task metric reported to Tune (tracking.front_metric), maximised
 COST = "macs"  # multiply-adds per image actually spent, minimised

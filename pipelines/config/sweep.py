@@ -1,4 +1,4 @@
-"""Typed `sweep:` section of a sweep config, read from the same YAML as the pipeline settings.
+"""The `sweep:` section of a sweep config, read with the same parser as the pipeline settings.
 
 A sweep YAML is a staged-pipeline YAML (model, data, train, scaling, tracking, stages) plus a
 `sweep:` mapping. `stages` are the sparsity stages every trial runs, in order, starting from
@@ -18,16 +18,16 @@ A sweep YAML is a staged-pipeline YAML (model, data, train, scaling, tracking, s
 
 A searched value is a scalar (fixed), `{low, high[, log]}` (a range) or `{choices: [...]}`.
 `--set sweep.num_samples=4` and `--set stages.0.iterations=10` both work; every error names
-the file, the key, the value and what is allowed.
+the file, the key, the value and what is allowed. `Param.from_raw` is how the generic parser
+(`parse.py`) reads one `sweep.space` entry.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional
 
-from pipelines.config import ConfigError, PipelineConfig, StageConfig, apply_override, from_dict, read_yaml_mapping
+from pipelines.config.errors import ConfigError
 
 ALGORITHMS = ("nsga2", "random", "grid")
 TAU_SHAPES = ("linear", "exponential", "cosine")
@@ -67,6 +67,11 @@ class Param:
     @property
     def searched(self) -> bool:
         return self.value is None
+
+    @classmethod
+    def from_raw(cls, raw: Any, key: str) -> "Param":
+        """The entry at `key` (`sweep.space.<name>`) of a config: see `parse_param`."""
+        return parse_param(key.rsplit(".", 1)[-1], raw)
 
 
 @dataclass
@@ -110,7 +115,7 @@ class SweepConfig:
     sweep_id: str = "sweep"
     base: str = ""
     curriculum: Optional[str] = None
-    algorithm: str = "nsga2"
+    algorithm: Literal["nsga2", "random", "grid"] = "nsga2"
     num_samples: int = 8
     max_concurrent: int = 0
     trial_cpus: float = 0.05
@@ -127,69 +132,6 @@ class SweepConfig:
         out["asha"] = dataclasses.asdict(self.asha)
         out["space"] = {name: _param_dict(p) for name, p in self.space.items()}
         return out
-
-
-def load_sweep_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[PipelineConfig, SweepConfig]:
-    """Read a sweep YAML: the pipeline settings and the `sweep:` section, overrides applied.
-
-    Raises:
-        ConfigError: naming the file, key, value and what is allowed.
-    """
-    path = Path(path)
-    raw = read_yaml_mapping(path)
-    if not isinstance(raw.get("sweep"), dict):
-        raise ConfigError(f"{path}: a `sweep:` mapping is required (see pipelines/sweeps/config.py)")
-    for item in overrides:
-        apply_override(raw, item)
-    sweep_raw = raw.pop("sweep")
-    try:
-        pipeline = from_dict(raw)
-        sweep = parse_sweep(sweep_raw)
-        check_stages(pipeline, sweep)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
-    return pipeline, sweep
-
-
-def parse_sweep(raw: dict[str, Any]) -> SweepConfig:
-    """A `SweepConfig` from the `sweep:` mapping, every value checked."""
-    known = {f.name for f in dataclasses.fields(SweepConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"unknown key sweep.{unknown[0]} (allowed: {sorted(known)})")
-    cfg = SweepConfig(
-        sweep_id=_str(raw, "sweep_id", "sweep"),
-        base=_str(raw, "base", ""),
-        curriculum=raw.get("curriculum"),
-        algorithm=_str(raw, "algorithm", "nsga2"),
-        num_samples=_int(raw, "num_samples", 8, 1),
-        max_concurrent=_int(raw, "max_concurrent", 0, 0),
-        trial_cpus=_num(raw, "trial_cpus", 0.05, 0.0),
-        max_failures=_int(raw, "max_failures", 1, 0),
-        seed=_int(raw, "seed", 0, 0),
-        budgets=tuple(_fraction(f"sweep.budgets.{i}", b) for i, b in enumerate(_list(raw, "budgets", [0.5, 0.7, 0.9]))),
-        asha=_asha(raw.get("asha") or {}),
-        space={name: parse_param(name, spec) for name, spec in (raw.get("space") or {}).items()},
-    )
-    if not cfg.base:
-        raise ConfigError("sweep.base is required: a checkpoint directory, models:/NAME@ALIAS or curriculum:STAGE")
-    if cfg.base.startswith("curriculum:") and not cfg.curriculum:
-        raise ConfigError(f"sweep.base={cfg.base!r} needs sweep.curriculum (the staged pipeline's YAML)")
-    if cfg.curriculum is not None and not isinstance(cfg.curriculum, str):
-        raise ConfigError(f"sweep.curriculum={cfg.curriculum!r}: expected a YAML path")
-    if not cfg.sweep_id.replace("-", "").replace("_", "").isalnum():
-        raise ConfigError(f"sweep.sweep_id={cfg.sweep_id!r}: use letters, digits, - and _")
-    if cfg.algorithm not in ALGORITHMS:
-        raise ConfigError(f"sweep.algorithm={cfg.algorithm!r}: allowed values are {list(ALGORITHMS)}")
-    if cfg.algorithm == "grid":
-        ranges = [p.name for p in cfg.space.values() if p.low is not None]
-        if ranges:
-            raise ConfigError(f"sweep.space.{ranges[0]}: grid search needs a `choices` list, not a range")
-    if cfg.trial_cpus <= 0:
-        raise ConfigError(f"sweep.trial_cpus={cfg.trial_cpus}: must be > 0 (Tune cannot place a trial that asks for nothing)")
-    if not cfg.budgets:
-        raise ConfigError("sweep.budgets: at least one budget fraction is required")
-    return cfg
 
 
 def parse_param(name: str, spec: Any) -> Param:
@@ -237,75 +179,9 @@ def check_value(name: str, value: Any, key: Optional[str] = None) -> Any:
     return tuple(sorted(set(value)))
 
 
-def check_stages(pipeline: PipelineConfig, sweep: SweepConfig) -> None:
-    """The trial stages must be sparsity stages: gated, with a rho, so every trial is a point."""
-    for stage in pipeline.stages:
-        if stage.rho is None and "rho" not in sweep.space:
-            raise ConfigError(f"stages.{stage.name}: a trial stage needs rho (or sweep.space.rho)")
-        if not stage.gated and "gated" not in sweep.space:
-            raise ConfigError(f"stages.{stage.name}: a trial stage needs gated blocks (or sweep.space.gated)")
-    has_tau_iters = "tau_iters" in {f.name for f in dataclasses.fields(StageConfig)}
-    tau_iters = sweep.space.get("tau_iters")
-    if tau_iters is not None and not has_tau_iters and (tau_iters.searched or tau_iters.value != 1.0):
-        raise ConfigError(
-            "sweep.space.tau_iters: the training loop anneals tau over the whole stage; a shorter "
-            "annealing needs StageConfig.tau_iters (not in this version of pipelines/config.py)"
-        )
-
-
 def _param_dict(p: Param) -> Any:
     if not p.searched:
         return list(p.value) if isinstance(p.value, tuple) else p.value
     if p.choices is not None:
         return {"choices": [list(c) if isinstance(c, tuple) else c for c in p.choices]}
     return {"low": p.low, "high": p.high, "log": p.log}
-
-
-def _asha(raw: Any) -> AshaConfig:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"sweep.asha={raw!r}: expected a mapping")
-    unknown = sorted(set(raw) - {"enabled", "grace_period", "reduction_factor"})
-    if unknown:
-        raise ConfigError(f"unknown key sweep.asha.{unknown[0]} (allowed: enabled, grace_period, reduction_factor)")
-    enabled = raw.get("enabled", False)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"sweep.asha.enabled={enabled!r}: expected true or false")
-    return AshaConfig(
-        enabled=enabled,
-        grace_period=_int(raw, "grace_period", 1, 1, "sweep.asha."),
-        reduction_factor=_int(raw, "reduction_factor", 2, 2, "sweep.asha."),
-    )
-
-
-def _str(raw: dict, key: str, default: str) -> str:
-    value = raw.get(key, default)
-    if not isinstance(value, str):
-        raise ConfigError(f"sweep.{key}={value!r}: expected a string")
-    return value
-
-
-def _int(raw: dict, key: str, default: int, minimum: int, prefix: str = "sweep.") -> int:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{prefix}{key}={value!r}: expected an integer >= {minimum}")
-    return value
-
-
-def _num(raw: dict, key: str, default: float, minimum: float) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ConfigError(f"sweep.{key}={value!r}: expected a number >= {minimum}")
-    return float(value)
-
-
-def _list(raw: dict, key: str, default: list) -> list:
-    value = raw.get(key, default)
-    if not isinstance(value, list):
-        raise ConfigError(f"sweep.{key}={value!r}: expected a list")
-    return value
-
-
-def _fraction(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-        raise ConfigError(f"{key}={value!r}: expected a fraction in (0, 1]")
-    return float(value)
