@@ -69,14 +69,36 @@ def build_backbone(
                 f"could not download pretrained {name} weights through timm ({err}); "
                 "on machines without a network pass pretrained=<path to a weights file>"
             ) from err
+    if pretrained is not None and name != "resnet_tiny":
+        return _timm_local(name, Path(pretrained), output_stride)
     model = BACKBONES[name](output_stride)
     if pretrained is not None:
         load_weights(model, pretrained)
     return model
 
 
+def _timm_local(name: str, path: Path, output_stride: int) -> ResNet:
+    """A timm network with ImageNet weights from a local file, through timm's own loader
+    (`pretrained_cfg_overlay=dict(file=...)`: safetensors or a weights-only torch file; the
+    classifier is dropped as for downloaded weights, every other key must fit)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    try:
+        return timm.create_model(
+            name,
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(path)),
+            output_stride=output_stride,
+            num_classes=0,
+            global_pool="",
+        )
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ValueError(f"{path}: weights do not fit the {name} backbone ({err})") from err
+
+
 def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load ImageNet weights from a local file into `model`, ignoring the classifier (fc.*)."""
+    """Load weights from a local file into `model` (the demo's `resnet_tiny`, which timm does
+    not know by name), ignoring the classifier (fc.*)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")

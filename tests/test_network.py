@@ -122,3 +122,25 @@ def test_bad_configuration_names_the_value(kwargs, message):
 
 def test_multipool_is_a_multipool():
     assert isinstance(PAGNet("resnet_tiny").after["res5"], MultiPool)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_timm_backbone_loads_imagenet_weights_from_a_local_file_through_timm(tmp_path, suffix):
+    """A published timm checkpoint layout (with its 1000-class fc) on disk, no network."""
+    import timm
+
+    source = timm.create_model("resnet26", pretrained=False)  # the layout timm publishes
+    for p in source.parameters():
+        p.data.normal_()
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    path = tmp_path / f"resnet26{suffix}"
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+    backbone = build_backbone("resnet26", pretrained=str(path))
+    torch.testing.assert_close(backbone.layer4[0].conv2.weight, source.layer4[0].conv2.weight)
+    torch.testing.assert_close(backbone.conv1.weight, source.conv1.weight)
+    assert backbone.layer4[1].conv2.dilation == (4, 4)  # output stride 8 kept (timm dilates Res5 by 4)
+    bad = tmp_path / f"bad{suffix}"
+    bad_state = {"layer9.weight": torch.zeros(1)}
+    save_file(bad_state, str(bad)) if suffix == ".safetensors" else torch.save(bad_state, bad)
+    with pytest.raises(ValueError, match=f"bad{suffix}: weights do not fit"):
+        build_backbone("resnet26", pretrained=str(bad))
