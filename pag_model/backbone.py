@@ -80,11 +80,14 @@ def build_backbone(
 def _timm_local(name: str, path: Path, output_stride: int) -> ResNet:
     """A timm network with ImageNet weights from a local file, through timm's own loader
     (`pretrained_cfg_overlay=dict(file=...)`: safetensors or a weights-only torch file; the
-    classifier is dropped as for downloaded weights, every other key must fit)."""
+    classifier is dropped as for downloaded weights, every other key must fit: timm loads
+    non-strictly once the classifier is removed, so the keys are checked here)."""
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    from timm.models import load_state_dict
+
     try:
-        return timm.create_model(
+        model = timm.create_model(
             name,
             pretrained=True,
             pretrained_cfg_overlay=dict(file=str(path)),
@@ -94,6 +97,14 @@ def _timm_local(name: str, path: Path, output_stride: int) -> ResNet:
         )
     except (RuntimeError, ValueError, KeyError) as err:
         raise ValueError(f"{path}: weights do not fit the {name} backbone ({err})") from err
+    have = {k for k in load_state_dict(str(path)) if not k.startswith("fc.")}
+    want = set(model.state_dict())
+    if have != want:
+        missing, unexpected = sorted(want - have), sorted(have - want)
+        raise ValueError(
+            f"{path}: weights do not fit the {name} backbone; missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return model
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
