@@ -122,8 +122,6 @@ def test_pipeline_fails_early_naming_the_path(tmp_path) -> None:
     sample.depth = sample.depth_valid = None
     reader = ListReader({"train": [sample], "val": []})
     convert.convert_reader(reader, str(tmp_path))
-    with pytest.raises(shards.ShardError, match="split 'val' has no samples"):
-        ray_pipeline.eval_dataset(str(tmp_path), "val", ["semantic"])
     with pytest.raises(shards.ShardError, match=r"split 'train' of 'toy' lacks \['depth', 'depth_valid'\]"):
         ray_pipeline.train_dataset(str(tmp_path), "train", CROP, ["depth"])
     with pytest.raises(ValueError, match="each must be one of"):
@@ -224,27 +222,6 @@ def test_every_epoch_is_a_new_permutation(local_ray, toy_shards) -> None:
     everything = [f"train-{i:02d}" for i in range(12)]
     assert all(sorted(order) == everything for order in orders)
     assert len({tuple(order) for order in orders}) == 3
-
-
-@pytest.mark.slow
-def test_eval_rows_are_full_size_in_order_with_evaluation_extras(local_ray, toy_shards) -> None:
-    rows = ray_pipeline.eval_dataset(toy_shards, "val", ["semantic", "boundary"]).take_all()
-    assert [r["sample_id"] for r in rows] == ["val-00", "val-01", "val-02"]
-    for i, row in enumerate(rows):
-        expected = make_sample(i, split="val")
-        assert set(row) == {"sample_id", "image", "semantic", "boundary", "boundary_annotators", "instances"}
-        for key in ("image", "semantic", "boundary", "boundary_annotators", "instances"):
-            np.testing.assert_array_equal(row[key], getattr(expected, key), err_msg=key)
-
-
-@pytest.mark.slow
-def test_pipeline_reads_shards_from_s3(local_ray, s3_server) -> None:
-    bucket = s3_server.make_bucket()
-    out = f"s3://{bucket}/toy"
-    convert.convert_reader(ListReader({"val": [make_sample(i, split="val") for i in range(2)]}), out)
-    rows = ray_pipeline.eval_dataset(out, "val", ["depth"]).take_all()
-    assert [r["sample_id"] for r in rows] == ["val-00", "val-01"]
-    np.testing.assert_array_equal(rows[1]["depth"], make_sample(1, split="val").depth)
 
 
 def _train_loop(config: dict) -> None:

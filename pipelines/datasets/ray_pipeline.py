@@ -214,30 +214,6 @@ def _row_bytes(
     return sum(v.nbytes for v in sample.values() if isinstance(v, np.ndarray))
 
 
-def eval_dataset(
-    uri: str,
-    split: str,
-    tasks: Sequence[str],
-    storage_options: Optional[StorageOptions] = None,
-    resources: DataResources = DataResources(),
-) -> Any:
-    """The evaluation pipeline of one split: full-size decoded rows, in shard order.
-
-    `read_parquet` streams the shards; rows carry, besides the tasks' fields,
-    boundary_annotators (boundary task) and instances (semantic task) when the split has
-    them. Images of one split may differ in size (BSDS500 has portrait and landscape):
-    iterate with batch_size=1 in that case.
-    """
-    fields = fields_for(tasks)
-    files = _split_fields(uri, split, fields, storage_options)
-    have = shards.read_manifest(uri, storage_options)["splits"][split]["fields"]
-    extras = [f for t in tasks for f in EVAL_EXTRAS.get(t, ()) if f in have]
-    ds = _read(files, fields + extras, storage_options, resources)
-    ds.context.execution_options.preserve_order = True
-    loader = shard_rows.SampleLoader(None, fields + extras, crop=None)
-    return ds.map(loader.decode, num_cpus=resources.task_cpus, concurrency=resources.concurrency)
-
-
 def _stack(key: str, value: Any) -> np.ndarray:
     """A batch column as one array; images of different sizes cannot share a batch."""
     if isinstance(value, np.ndarray) and value.dtype != object:
