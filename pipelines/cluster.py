@@ -5,8 +5,11 @@ import os
 from typing import Optional
 
 
-def init_ray(address: Optional[str]) -> None:
+def init_ray(address: Optional[str]) -> bool:
     """Connect to `address`, or to the job's cluster (RAY_ADDRESS), or start a local Ray.
+
+    Returns True when this call started a local Ray (a fixed set of resources: this
+    machine's), False when it joined a cluster or Ray was already initialised.
 
     A local Ray gets its dashboard (on 127.0.0.1): Ray Train's placement-group cleaner asks
     the state API, which it serves, whether a stage's controller is alive. Without it the
@@ -17,7 +20,7 @@ def init_ray(address: Optional[str]) -> None:
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     target = address or os.environ.get("RAY_ADDRESS") or "local"
     # "local" always starts a private instance: never attach to someone else's `ray start`.
     kwargs = {"include_dashboard": True, "dashboard_host": "127.0.0.1"} if target == "local" else {}
@@ -26,3 +29,4 @@ def init_ray(address: Optional[str]) -> None:
 
     # Per-operator bars from every epoch would drown the stage progress lines.
     DataContext.get_current().enable_progress_bars = False
+    return target == "local"

@@ -13,10 +13,12 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+import ray
+
 from pipelines.cluster import init_ray
 from pipelines.config import ConfigError, load_config
 from pipelines.tracking.redaction import redact_text
-from pipelines.train.curriculum import front_table, preflight, run_pipeline
+from pipelines.train.curriculum import check_resources, front_table, preflight, run_pipeline
 from pipelines.train.stages import StageError
 
 
@@ -38,7 +40,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    init_ray(args.address)
+    local = init_ray(args.address)
+    try:
+        check_resources(config, ray.cluster_resources(), autoscaling=not local)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         result = run_pipeline(config)
     except StageError as err:

@@ -12,12 +12,15 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+import ray
+
 from pipelines.cluster import init_ray
 from pipelines.config import ConfigError
 from pipelines.config import load_sweep_config
 from pipelines.sweeps.publish import summary_table
 from pipelines.sweeps.run import SweepInterrupted, preflight_sweep, run_sweep
 from pipelines.tracking.redaction import redact_text
+from pipelines.train.curriculum import check_resources
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -39,8 +42,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    init_ray(args.address)
+    local = init_ray(args.address)
     try:
+        check_resources(pipeline, ray.cluster_resources(), autoscaling=not local)
         result = run_sweep(pipeline, sweep)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

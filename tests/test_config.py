@@ -141,3 +141,28 @@ def test_shipped_configs_load(path):
         assert {s.lam for s in cfg.stages if s.rho is not None} == {1e-4}
         assert {(s.tau_start, s.tau_end) for s in cfg.stages} == {(1.0, 0.1)}
         assert all(c % 8 == 0 for c in cfg.data.crop)
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("stages.base.lr=.nan", ["stages.0.lr=nan", "finite number"]),
+        ("stages.base.lr=.inf", ["stages.0.lr=inf", "finite number"]),
+        ("train.momentum=-0.1", ["train.momentum=-0.1", ">= 0"]),
+        ("train.weight_decay=-1", ["train.weight_decay=-1.0", ">= 0"]),
+        ("train.poly_power=-0.9", ["train.poly_power=-0.9", ">= 0"]),
+        ("train.max_failures=-1", ["train.max_failures=-1", ">= 0"]),
+        ("train.eval_every=-5", ["train.eval_every=-5", ">= 0"]),
+        ("data.eval_images=-1", ["data.eval_images=-1", ">= 0"]),
+        ("model.head_channels=0", ["model.head_channels=0", "> 0"]),
+        ("model.tasks=[]", ["model.tasks=[]", "at least one task"]),
+        ("pipeline_id=o'brien", ["pipeline_id=\"o'brien\"", "letters, digits"]),
+        ("pipeline_id=../x", ["pipeline_id='../x'", "letters, digits"]),
+    ],
+)
+def test_bad_values_fail_before_anything_starts(cfg_file, override, words):
+    """Issue 12's early errors: each names the key, the value and what is allowed."""
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg_file, [override])
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))

@@ -114,6 +114,7 @@ def _main(args):
         ("data.eval_split=val", "no split 'val'"),
         ("stages.1.gated=[res9]", "'res9'"),
         ("model.num_classes=13", "40 classes"),
+        ("model.pretrained=/nonexistent/w.pth", "model.pretrained='/nonexistent/w.pth': no such weights file"),
         ("stages.1.gated=[res2, res4, res5]", None),  # res2 is gateable: accepted
     ],
 )
@@ -147,3 +148,34 @@ def test_empty_split_fails_before_any_worker(shards, tmp_path, capsys):
     assert "split 'test' has no samples" in capsys.readouterr().err
     assert not ray.is_initialized()
 
+
+
+def test_resources_the_cluster_lacks_fail_naming_the_scaling_keys(shards, tmp_path):
+    """A fixed (local) cluster without GPUs or with too few CPUs: an error, not a wait forever."""
+    from pipelines.config import ConfigError, load_config
+    from pipelines.train.curriculum import check_resources
+
+    base = tiny_overrides(shards, tmp_path, TWO_STAGES)
+    gpu = load_config(DEMO, base + ["scaling.use_gpu=true"])
+    with pytest.raises(ConfigError, match="scaling.use_gpu=true: .* need 1 GPU.*no GPU was found"):
+        check_resources(gpu, {"CPU": 2.0}, autoscaling=False)
+    check_resources(gpu, {"CPU": 2.0, "GPU": 1.0}, autoscaling=False)
+    check_resources(gpu, {"CPU": 2.0}, autoscaling=True)  # a cluster that can add GPU nodes
+    many = load_config(DEMO, base + ["scaling.num_workers=3", "scaling.cpus_per_worker=1"])
+    with pytest.raises(ConfigError, match="need 3 CPUs; the Ray cluster has 2"):
+        check_resources(many, {"CPU": 2.0}, autoscaling=False)
+
+
+@pytest.mark.slow
+def test_use_gpu_without_a_gpu_fails_within_seconds(shards, tmp_path, capsys):
+    import time
+
+    import ray
+
+    start = time.monotonic()
+    try:
+        assert _main(tiny_overrides(shards, tmp_path, TWO_STAGES) + ["scaling.use_gpu=true"]) == 2
+    finally:
+        ray.shutdown()
+    assert "no GPU was found" in capsys.readouterr().err
+    assert time.monotonic() - start < 60

@@ -7,7 +7,21 @@ from pipelines.config.sweep import SweepConfig
 
 
 def validate(config: PipelineConfig) -> None:
-    """Check cross-field invariants the types cannot express."""
+    """Check ranges and cross-field invariants the types cannot express."""
+    if not _is_name(config.pipeline_id):
+        raise ConfigError(
+            f"pipeline_id={config.pipeline_id!r}: use letters, digits, - and _ (it names runs, paths and MLflow filters)"
+        )
+    model = config.model
+    if not model.tasks:
+        raise ConfigError("model.tasks=[]: at least one task is required (semantic, depth, normals, boundary)")
+    _positive("model.head_channels", model.head_channels)
+    _positive("model.num_classes", model.num_classes)
+    for key in ("momentum", "weight_decay", "poly_power"):
+        _non_negative(f"train.{key}", getattr(config.train, key))
+    _non_negative("train.max_failures", config.train.max_failures)
+    _non_negative("train.eval_every", config.train.eval_every)
+    _non_negative("data.eval_images", config.data.eval_images)
     if not config.stages:
         raise ConfigError("stages: at least one stage is required")
     names = [s.name for s in config.stages]
@@ -16,7 +30,7 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError(f"stages: names must be unique, repeated: {dupes}")
     for i, stage in enumerate(config.stages):
         where = f"stages.{stage.name}"
-        if not stage.name.replace("-", "").replace("_", "").isalnum():
+        if not _is_name(stage.name):
             raise ConfigError(f"stages.{i}.name={stage.name!r}: use letters, digits, - and _ (no dots: overrides address stages by name)")
         _positive(f"{where}.iterations", stage.iterations)
         _positive(f"{where}.lr", stage.lr)
@@ -71,7 +85,7 @@ def validate_sweep(cfg: SweepConfig) -> None:
         raise ConfigError("sweep.base is required: a checkpoint directory, models:/NAME@ALIAS or curriculum:STAGE")
     if cfg.base.startswith("curriculum:") and not cfg.curriculum:
         raise ConfigError(f"sweep.base={cfg.base!r} needs sweep.curriculum (the staged pipeline's YAML)")
-    if not cfg.sweep_id.replace("-", "").replace("_", "").isalnum():
+    if not _is_name(cfg.sweep_id):
         raise ConfigError(f"sweep.sweep_id={cfg.sweep_id!r}: use letters, digits, - and _")
     if cfg.algorithm == "grid":
         ranges = [p.name for p in cfg.space.values() if p.low is not None]
@@ -92,6 +106,15 @@ def check_stages(pipeline: PipelineConfig, sweep: SweepConfig) -> None:
             raise ConfigError(f"stages.{stage.name}: a trial stage needs gated blocks (or sweep.space.gated)")
 
 
+def _is_name(text: str) -> bool:
+    return bool(text) and text.isascii() and text.replace("-", "").replace("_", "").isalnum()
+
+
 def _positive(key: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{key}={value}: must be > 0")
+
+
+def _non_negative(key: str, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{key}={value}: must be >= 0")

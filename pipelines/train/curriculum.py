@@ -48,6 +48,9 @@ def preflight(config: PipelineConfig) -> None:
     Raises:
         ConfigError naming the key and value at fault.
     """
+    pretrained = config.model.pretrained
+    if pretrained not in (None, "timm") and not Path(pretrained).is_file():
+        raise ConfigError(f"model.pretrained={pretrained!r}: no such weights file (or use timm, or null)")
     data = config.data
     try:
         manifest = shards.read_manifest(data.uri)
@@ -80,6 +83,34 @@ def preflight(config: PipelineConfig) -> None:
                 f"stages.{stage.name}.gated={list(stage.gated)}: {config.model.backbone} has no stride-1 "
                 f"bottleneck to gate in {empty}"
             )
+
+
+def check_resources(config: PipelineConfig, cluster: dict[str, float], autoscaling: bool) -> None:
+    """Fail before training when the cluster cannot hold one stage's workers.
+
+    A fixed cluster (a local Ray) that lacks the GPUs or CPUs `scaling` asks for would make
+    Ray Train wait for them forever; an autoscaling cluster may still add them, so it is
+    not checked.
+
+    Raises:
+        ConfigError naming the scaling key, what it asks for and what the cluster has.
+    """
+    if autoscaling:
+        return
+    scaling = config.scaling
+    gpus = scaling.num_workers * scaling.gpus_per_worker if scaling.use_gpu else 0.0
+    if gpus > cluster.get("GPU", 0.0):
+        raise ConfigError(
+            f"scaling.use_gpu=true: {scaling.num_workers} worker(s) x {scaling.gpus_per_worker} GPU need {gpus:g} "
+            f"GPU(s), and no GPU was found (the Ray cluster has {cluster.get('GPU', 0.0):g}); "
+            "set scaling.use_gpu=false to train on CPUs"
+        )
+    cpus = scaling.num_workers * scaling.cpus_per_worker
+    if cpus > cluster.get("CPU", 0.0):
+        raise ConfigError(
+            f"scaling.num_workers={scaling.num_workers} x scaling.cpus_per_worker={scaling.cpus_per_worker:g} "
+            f"need {cpus:g} CPUs; the Ray cluster has {cluster.get('CPU', 0.0):g}"
+        )
 
 
 def run_pipeline(
