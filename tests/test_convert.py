@@ -99,14 +99,14 @@ def test_rerun_after_a_lost_shard_writes_only_its_samples(tmp_path) -> None:
     lost = out / "train" / "part-00001.parquet"
     lost_ids = pq.read_table(lost).column("sample_id").to_pylist()
     lost.unlink()
-    (out / "train" / ".part-00004.parquet.tmp-99-dead").write_bytes(b"partial upload")
     before = _files(out)
+    (out / "train" / ".part-00004.parquet.tmp-99-dead").write_bytes(b"partial upload")
     reader = ListReader({"train": samples})
     report = convert.convert_reader(reader, str(out), shard_mb=0.01)
     assert (report.shards_written, report.samples_written, reader.reads) == (1, 1, 1)
     after = _files(out)
     new = sorted(set(after) - set(before))
-    assert new == ["train/part-00004.parquet"]
+    assert new == ["train/part-00004.parquet"]  # and the dead run's temporary file is gone
     assert all(after[k] == v for k, v in before.items() if k != "manifest.json")
     assert pq.read_table(out / new[0]).column("sample_id").to_pylist() == lost_ids
     assert report.manifest["splits"]["train"]["count"] == 4
@@ -176,8 +176,8 @@ def test_wrong_mat_keys_are_named_or_skipped(tmp_path) -> None:
     path = raw / "BSR" / "BSDS500" / "data" / "groundTruth" / "train" / f"{sid}.mat"
     scipy.io.savemat(path, {"gt": np.zeros((2, 2))})
     with pytest.raises(DatasetError, match=rf"{path}: missing key\(s\) \['groundTruth'\]"):
-        convert.convert("bsds500", str(raw), str(tmp_path / "a"))
-    convert.convert("bsds500", str(raw), str(tmp_path / "b"), on_error="skip")
+        convert.convert("bsds500", str(raw), str(tmp_path / "a"), splits=["train"])
+    convert.convert("bsds500", str(raw), str(tmp_path / "b"), splits=["train"], on_error="skip")
     entry = shards.read_manifest(str(tmp_path / "b"))["splits"]["train"]
     assert entry["count"] == 1
     assert entry["skipped"][0]["path"] == str(path)

@@ -8,20 +8,26 @@ AWS_SESSION_TOKEN, AWS_REGION or AWS_DEFAULT_REGION. Credentials left unset fall
 the AWS SDK's own chain (config files, instance metadata).
 
 Writes are atomic: a local file is written under a temporary name in its directory and
-renamed; an S3 object is uploaded from a finished local file, and S3 makes an object
-visible only once its (multipart) upload completes. Readers therefore never see half a file.
+renamed; an S3 object is uploaded from a finished local file or from memory, and S3 makes
+an object visible only once its (multipart) upload completes. Readers therefore never see
+half a file. A killed local write leaves a hidden `.<name>.tmp-*` file, which the next
+writer removes (`remove_temp_files`, under `exclusive`).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import io
 import os
 import urllib.parse
 import uuid
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 import pyarrow.fs as pafs
 
 S3_PREFIX = "s3://"
+_TEMP_TAG = ".tmp-"  # in the hidden names of unfinished local writes: .<name>.tmp-<pid>-<random>
 _COPY_CHUNK = 8 * 1024 * 1024
 
 
@@ -192,12 +198,79 @@ def write_bytes(uri: str, data: bytes, options: Optional[StorageOptions] = None)
     _upload(fs, path, lambda dst: dst.write(data))
 
 
+def write_stream(uri: str, write: Callable[[BinaryIO], Any], options: Optional[StorageOptions] = None) -> int:
+    """Publish what `write(file)` writes at `uri` atomically; return its size in bytes.
+
+    Local: `write` fills a hidden temporary file beside the target, which is renamed onto it
+    (a killed writer leaves only that hidden file, which `remove_temp_files` deletes). S3:
+    `write` fills memory, which is uploaded once complete, so no local file is ever left.
+    """
+    if not is_s3(uri):
+        target = os.path.abspath(uri)
+        _replace_local(target, write)
+        return os.path.getsize(target)
+    buffer = io.BytesIO()
+    write(buffer)
+    data = buffer.getbuffer()
+    fs, path = filesystem(uri, options)
+    _upload(fs, path, lambda dst: _copy_to(io.BytesIO(data), dst))
+    return len(data)
+
+
+def delete_file(uri: str, options: Optional[StorageOptions] = None) -> None:
+    """Delete the file at `uri` (FileNotFoundError naming it if there is none)."""
+    fs, path = filesystem(uri, options)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        raise FileNotFoundError(f"{uri}: no such file")
+    fs.delete_file(path)
+
+
+def remove_temp_files(uri: str) -> list[str]:
+    """Delete the temporary files unfinished local writes left directly under directory `uri`.
+
+    Only call this while no other writer uses the directory (see `exclusive`). S3 has none:
+    an unfinished upload never becomes an object. Returns the paths deleted.
+    """
+    if is_s3(uri) or not os.path.isdir(uri):
+        return []
+    removed = []
+    for name in sorted(os.listdir(uri)):
+        path = os.path.join(uri, name)
+        if name.startswith(".") and _TEMP_TAG in name and os.path.isfile(path):
+            os.unlink(path)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def exclusive(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on local directory `uri` (created if missing) for the block.
+
+    The lock is an flock on the directory itself: it leaves no file behind and the kernel
+    releases it when its holder dies. BlockingIOError naming `uri` if another process holds
+    it. For S3 URIs this does nothing (S3 has no locks; run one writer per prefix).
+    """
+    if is_s3(uri):
+        yield
+        return
+    os.makedirs(uri, exist_ok=True)
+    fd = os.open(uri, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise BlockingIOError(exc.errno, f"{uri}: another process is writing here") from exc
+        yield
+    finally:
+        os.close(fd)
+
+
 def _replace_local(target: str, write: Callable[[BinaryIO], Any]) -> None:
     """Write through `write` into a hidden temporary file beside `target`, then rename."""
     directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = os.path.join(directory, f".{os.path.basename(target)}.tmp-{tag}")
+    tmp = os.path.join(directory, f".{os.path.basename(target)}{_TEMP_TAG}{tag}")
     try:
         with open(tmp, "xb") as dst:
             write(dst)
