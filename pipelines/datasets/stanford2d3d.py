@@ -79,7 +79,7 @@ class Stanford2D3DReader:
             raise DatasetError(self.root, f"directory not found; expected the Stanford-2D-3D-Semantics root {LAYOUT}")
         if not self._areas():
             found = sorted(p.name for p in self.root.iterdir())[:10]
-            raise DatasetError(self.root, f"not a Stanford-2D-3D-Semantics tree: no area_*/pano/rgb/ folder (found {found}); expected {LAYOUT}")
+            raise DatasetError(self.root, f"not a Stanford-2D-3D-Semantics tree: no area_*/pano/rgb/ folder (found {found}); expected a root {LAYOUT}")
 
     def _areas(self) -> list[str]:
         """The area folders under the root that hold panoramas (area_*/pano/rgb/)."""
