@@ -286,3 +286,23 @@ def test_cli_writes_to_s3_with_credentials_from_the_environment(s3_server, tmp_p
     assert {s: e["count"] for s, e in manifest["splits"].items()} == {"train": 3, "val": 2, "test": 2}
     assert manifest["splits"]["test"]["fields"] == ["boundary", "boundary_annotators"]
     assert storage.list_files(f"{out}/train", ".parquet") == [f"{out}/train/part-00000.parquet"]
+
+
+@pytest.mark.slow
+def test_s3_rerun_drops_stale_samples_and_aborts_unfinished_uploads(s3_server) -> None:
+    bucket = s3_server.make_bucket()
+    out = f"s3://{bucket}/toy"
+    samples = [make_sample(i) for i in range(3)]
+    convert.convert_reader(ListReader({"train": samples}), out, shard_mb=0.001)  # one row per shard
+    client = s3_server.client()
+    dead = client.create_multipart_upload(Bucket=bucket, Key="toy/train/part-00007.parquet")["UploadId"]
+    client.upload_part(Bucket=bucket, Key="toy/train/part-00007.parquet", UploadId=dead, PartNumber=1, Body=b"half")
+    other = client.create_multipart_upload(Bucket=bucket, Key="elsewhere/x.bin")["UploadId"]
+
+    report = convert.convert_reader(ListReader({"train": [samples[0], samples[2]]}), out, shard_mb=0.001)
+    assert (report.shards_written, report.shards_removed) == (0, 1)
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys == ["toy/manifest.json", "toy/train/part-00000.parquet", "toy/train/part-00002.parquet"]
+    uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [(u["Key"], u["UploadId"]) for u in uploads] == [("elsewhere/x.bin", other)]
+    assert shards.read_manifest(out)["splits"]["train"]["count"] == 2

@@ -294,7 +294,7 @@ def convert_reader(
     ids = {split: _listed_ids(reader, split) for split in chosen}
     with storage.exclusive(out):
         for directory in [out] + [storage.join(out, split) for split in available]:
-            for path in storage.remove_temp_files(directory):
+            for path in storage.remove_temp_files(directory, options):
                 log.info("removed %s, left by an unfinished write", path)
         old = _load_existing(out, reader, options)
         _check_unchosen(reader, out, old, chosen, options)

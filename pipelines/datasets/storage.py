@@ -10,14 +10,15 @@ the AWS SDK's own chain (config files, instance metadata).
 Writes are atomic: a local file is written under a temporary name in its directory and
 renamed; an S3 object is uploaded from a finished local file or from memory, and S3 makes
 an object visible only once its (multipart) upload completes. Readers therefore never see
-half a file. A killed local write leaves a hidden `.<name>.tmp-*` file, which the next
-writer removes (`remove_temp_files`, under `exclusive`).
+half a file. A killed local write leaves a hidden `.<name>.tmp-*` file, and a killed S3
+upload an unfinished multipart upload; the next writer removes both (`remove_temp_files`).
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import io
+import logging
 import os
 import urllib.parse
 import uuid
@@ -26,6 +27,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 import pyarrow.fs as pafs
 
+log = logging.getLogger(__name__)
 S3_PREFIX = "s3://"
 _TEMP_TAG = ".tmp-"  # in the hidden names of unfinished local writes: .<name>.tmp-<pid>-<random>
 _COPY_CHUNK = 8 * 1024 * 1024
@@ -225,13 +227,16 @@ def delete_file(uri: str, options: Optional[StorageOptions] = None) -> None:
     fs.delete_file(path)
 
 
-def remove_temp_files(uri: str) -> list[str]:
-    """Delete the temporary files unfinished local writes left directly under directory `uri`.
+def remove_temp_files(uri: str, options: Optional[StorageOptions] = None) -> list[str]:
+    """Remove what unfinished writes left directly under directory `uri`; return what went.
 
-    Only call this while no other writer uses the directory (see `exclusive`). S3 has none:
-    an unfinished upload never becomes an object. Returns the paths deleted.
+    Local: the hidden `.<name>.tmp-*` files of killed writers. S3: unfinished multipart
+    uploads of keys directly under the prefix (never visible as objects, but stored and
+    billed until aborted). Only call this while no other writer uses `uri` (see `exclusive`).
     """
-    if is_s3(uri) or not os.path.isdir(uri):
+    if is_s3(uri):
+        return _abort_uploads(uri, options)
+    if not os.path.isdir(uri):
         return []
     removed = []
     for name in sorted(os.listdir(uri)):
@@ -240,6 +245,26 @@ def remove_temp_files(uri: str) -> list[str]:
             os.unlink(path)
             removed.append(path)
     return removed
+
+
+def _abort_uploads(uri: str, options: Optional[StorageOptions]) -> list[str]:
+    _, path = filesystem(uri, options)
+    bucket, _, key = path.partition("/")
+    prefix = f"{key}/" if key else ""
+    from botocore.exceptions import ClientError
+
+    client = s3_client(options)
+    aborted = []
+    try:
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+            for upload in page.get("Uploads", []):
+                if "/" in upload["Key"][len(prefix):]:
+                    continue  # below a sub-prefix: not directly under `uri`
+                client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                aborted.append(f"{S3_PREFIX}{bucket}/{upload['Key']}")
+    except ClientError as exc:  # e.g. no s3:ListBucketMultipartUploads permission: not fatal
+        log.warning("%s: cannot list or abort unfinished uploads (%s); a bucket lifecycle rule can", uri, exc)
+    return aborted
 
 
 @contextlib.contextmanager
