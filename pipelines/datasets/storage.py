@@ -224,6 +224,10 @@ def delete_file(uri: str, options: Optional[StorageOptions] = None) -> None:
     fs, path = filesystem(uri, options)
     if fs.get_file_info(path).type != pafs.FileType.File:
         raise FileNotFoundError(f"{uri}: no such file")
+    if is_s3(uri):  # boto3: pyarrow's delete_file leaves a "<prefix>/" directory marker object
+        bucket, _, key = path.partition("/")
+        s3_client(options).delete_object(Bucket=bucket, Key=key)
+        return
     fs.delete_file(path)
 
 
