@@ -63,14 +63,15 @@ def _cli(argv: list[str], capsys) -> tuple[int, str]:
 def test_frame_moved_from_train_to_test_leaves_train(tmp_path) -> None:
     raw = write_dataset("nyuv2", tmp_path / "raw", {"train": 3, "test": 2}, size=(48, 64))
     out = tmp_path / "shards"
-    convert.convert("nyuv2", str(raw), str(out), shard_mb=0.001)  # one frame per shard
+    convert.convert("nyuv2", str(raw), str(out))  # one shard per split
     splits = _splits_mat(raw)
     moved = splits["train"][1]
     _write_splits_mat(raw, {"train": [i for i in splits["train"] if i != moved], "test": splits["test"] + [moved]})
     expected = {"train": sorted(f"{i:04d}" for i in splits["train"] if i != moved),
                 "test": sorted(f"{i:04d}" for i in splits["test"] + [moved])}
 
-    convert.convert("nyuv2", str(raw), str(out), shard_mb=0.001)
+    report = convert.convert("nyuv2", str(raw), str(out))
+    assert (report.samples_written, report.shards_removed) == (3, 1)  # train's 2 kept frames rewritten
     for split in ("train", "test"):
         assert sorted(_ids_in_manifest(out, split)) == expected[split], split
         assert sorted(_ids_on_disk(out, split)) == expected[split], split  # no orphan shard either
