@@ -217,6 +217,16 @@ def test_bsds_without_val_fails_unless_the_splits_are_chosen(tmp_path, capsys) -
     assert status == 0
 
 
+def test_split_converted_before_but_gone_from_the_source_is_named(tmp_path, capsys) -> None:
+    raw = write_dataset("bsds500", tmp_path / "raw", {"train": 1, "val": 1, "test": 1}, size=(40, 56))
+    out = tmp_path / "out"
+    assert convert.main(["--dataset", "bsds500", "--root", str(raw), "--out", str(out)]) == 0
+    data = raw / "BSR" / "BSDS500" / "data"
+    (data / "images" / "val").rename(tmp_path / "val-moved-away")
+    status, err = _cli(["--dataset", "bsds500", "--root", str(raw), "--out", str(out), "--splits", "train", "test"], capsys)
+    assert status == 2 and "split 'val' was converted before" in err and str(data / "images" / "val") in err
+
+
 # --- 16-bit PNGs ------------------------------------------------------------------------------
 
 

@@ -162,7 +162,13 @@ def _check_unchosen(
     for split in sorted((old or {}).get("splits", {})):
         if split in chosen:
             continue
-        listed = set(reader.sample_ids(split))
+        try:
+            listed = set(reader.sample_ids(split))
+        except DatasetError as exc:
+            raise shards.ShardError(
+                f"{out}: split {split!r} was converted before, but the reader can no longer list it "
+                f"({exc}); convert it again or into another --out"
+            ) from exc
         held = [sid for shard in shards.existing_shards(out, split, options) for sid in shard["sample_ids"]]
         stale = sorted(set(held) - listed)
         if stale:
