@@ -99,14 +99,14 @@ def test_rerun_after_a_lost_shard_writes_only_its_samples(tmp_path) -> None:
     lost = out / "train" / "part-00001.parquet"
     lost_ids = pq.read_table(lost).column("sample_id").to_pylist()
     lost.unlink()
-    (out / "train" / ".part-00004.parquet.tmp-99-dead").write_bytes(b"partial upload")
     before = _files(out)
+    (out / "train" / ".part-00004.parquet.tmp-99-dead").write_bytes(b"partial upload")
     reader = ListReader({"train": samples})
     report = convert.convert_reader(reader, str(out), shard_mb=0.01)
     assert (report.shards_written, report.samples_written, reader.reads) == (1, 1, 1)
     after = _files(out)
     new = sorted(set(after) - set(before))
-    assert new == ["train/part-00004.parquet"]
+    assert new == ["train/part-00004.parquet"]  # and the dead run's temporary file is gone
     assert all(after[k] == v for k, v in before.items() if k != "manifest.json")
     assert pq.read_table(out / new[0]).column("sample_id").to_pylist() == lost_ids
     assert report.manifest["splits"]["train"]["count"] == 4
@@ -176,8 +176,8 @@ def test_wrong_mat_keys_are_named_or_skipped(tmp_path) -> None:
     path = raw / "BSR" / "BSDS500" / "data" / "groundTruth" / "train" / f"{sid}.mat"
     scipy.io.savemat(path, {"gt": np.zeros((2, 2))})
     with pytest.raises(DatasetError, match=rf"{path}: missing key\(s\) \['groundTruth'\]"):
-        convert.convert("bsds500", str(raw), str(tmp_path / "a"))
-    convert.convert("bsds500", str(raw), str(tmp_path / "b"), on_error="skip")
+        convert.convert("bsds500", str(raw), str(tmp_path / "a"), splits=["train"])
+    convert.convert("bsds500", str(raw), str(tmp_path / "b"), splits=["train"], on_error="skip")
     entry = shards.read_manifest(str(tmp_path / "b"))["splits"]["train"]
     assert entry["count"] == 1
     assert entry["skipped"][0]["path"] == str(path)
@@ -286,3 +286,23 @@ def test_cli_writes_to_s3_with_credentials_from_the_environment(s3_server, tmp_p
     assert {s: e["count"] for s, e in manifest["splits"].items()} == {"train": 3, "val": 2, "test": 2}
     assert manifest["splits"]["test"]["fields"] == ["boundary", "boundary_annotators"]
     assert storage.list_files(f"{out}/train", ".parquet") == [f"{out}/train/part-00000.parquet"]
+
+
+@pytest.mark.slow
+def test_s3_rerun_drops_stale_samples_and_aborts_unfinished_uploads(s3_server) -> None:
+    bucket = s3_server.make_bucket()
+    out = f"s3://{bucket}/toy"
+    samples = [make_sample(i) for i in range(3)]
+    convert.convert_reader(ListReader({"train": samples}), out, shard_mb=0.001)  # one row per shard
+    client = s3_server.client()
+    dead = client.create_multipart_upload(Bucket=bucket, Key="toy/train/part-00007.parquet")["UploadId"]
+    client.upload_part(Bucket=bucket, Key="toy/train/part-00007.parquet", UploadId=dead, PartNumber=1, Body=b"half")
+    other = client.create_multipart_upload(Bucket=bucket, Key="elsewhere/x.bin")["UploadId"]
+
+    report = convert.convert_reader(ListReader({"train": [samples[0], samples[2]]}), out, shard_mb=0.001)
+    assert (report.shards_written, report.shards_removed) == (0, 1)
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys == ["toy/manifest.json", "toy/train/part-00000.parquet", "toy/train/part-00002.parquet"]
+    uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [(u["Key"], u["UploadId"]) for u in uploads] == [("elsewhere/x.bin", other)]
+    assert shards.read_manifest(out)["splits"]["train"]["count"] == 2

@@ -197,3 +197,19 @@ def test_rows_are_one_per_row_group_and_readable_by_address(tmp_path) -> None:
     groups = list(shard_rows.SampleLoader(reader, ["depth"], crop=(32, 48), rows_per_block=2)(batch))
     assert [list(g["sample_id"]) for g in groups] == [["train-03", "train-02"], ["train-00"]]
     assert groups[0]["image"].shape == (2, 32, 48, 3) and groups[1]["depth"].shape == (1, 32, 48)
+
+
+def test_storage_exclusive_refuses_a_second_writer_and_temp_files_are_removed(tmp_path) -> None:
+    out = str(tmp_path / "out")
+    with storage.exclusive(out):
+        with pytest.raises(BlockingIOError, match=f"{out}: another process is writing here"):
+            with storage.exclusive(out):
+                pass
+    with storage.exclusive(out):  # released when the block ends
+        pass
+    (tmp_path / "out" / ".part-00001.parquet.tmp-12-dead").write_bytes(b"half")
+    (tmp_path / "out" / "part-00000.parquet").write_bytes(b"kept")
+    (tmp_path / "out" / ".hidden-but-not-temporary").write_bytes(b"kept")
+    assert storage.remove_temp_files(out) == [str(tmp_path / "out" / ".part-00001.parquet.tmp-12-dead")]
+    assert sorted(os.listdir(out)) == [".hidden-but-not-temporary", "part-00000.parquet"]
+    assert storage.remove_temp_files(str(tmp_path / "missing")) == []

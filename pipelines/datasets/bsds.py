@@ -51,15 +51,22 @@ class BSDSReader:
         self.positive = positive
 
     def splits(self) -> list[str]:
-        return [s for s in SPLITS if (self.data / "images" / s).is_dir()]
+        """All three published splits, present or not: a missing one is an error when listed."""
+        return list(SPLITS)
 
     def class_names(self) -> list[str]:
         return []
 
     def sample_ids(self, split: str) -> list[str]:
         folder = self.data / "images" / split
-        if split not in SPLITS or not folder.is_dir():
-            raise DatasetError(folder, f"no split {split!r}; this tree has {self.splits()}")
+        if split not in SPLITS:
+            raise DatasetError(folder, f"no split {split!r}; expected one of {list(SPLITS)}")
+        if not folder.is_dir():
+            raise DatasetError(
+                folder,
+                f"folder not found; BSDS500 ships images/{{train,val,test}} (200, 100, 200 images) and the "
+                f"paper trains on train+val; convert only the splits you have with --splits",
+            )
         return sorted(p.stem for p in folder.iterdir() if p.suffix.lower() == ".jpg")
 
     def read(self, split: str, sample_id: str) -> Sample:

@@ -117,7 +117,9 @@ def write_nyuv2(root: Path, scenes: list[tuple[str, int, Scene]], seed: int) -> 
         with h5py.File(tmp, "w", userblock_size=512) as f:
             for key, array, cls in (("images", images, "uint8"), ("depths", depths, "single"),
                                     ("rawDepths", raw_depths, "single"), ("labels", labels, "uint16")):
-                ds = f.create_dataset(key, data=array, chunks=(1,) + array.shape[1:])
+                # One frame per chunk, deflated: MATLAB's -v7.3 compresses every variable.
+                ds = f.create_dataset(key, data=array, chunks=(1,) + array.shape[1:], compression="gzip",
+                                      compression_opts=3)
                 ds.attrs["MATLAB_class"] = np.bytes_(cls)
         _matlab_v73_header(tmp)
     splits = {"train": [], "test": []}

@@ -18,6 +18,8 @@ from PIL import Image
 
 from pipelines.datasets.errors import DatasetError
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's modes for 16-bit grey PNGs
+
 
 def require_file(path: Path) -> Path:
     """Return `path` if it is an existing file, else raise DatasetError."""
@@ -27,11 +29,12 @@ def require_file(path: Path) -> Path:
 
 
 def read_image(path: Path, mode: str) -> np.ndarray:
-    """Decode an image file fully and convert it to PIL `mode` ("RGB", "L", "I;16", "I").
+    """Decode an image file fully and convert it to PIL `mode` ("RGB", "L" or "I").
 
     Returns:
-        (H, W, 3) uint8 for "RGB"; (H, W) uint8 for "L"; (H, W) int32 for "I" / "I;16"
-        (16-bit PNGs keep their full value range).
+        (H, W, 3) uint8 for "RGB"; (H, W) uint8 for "L"; (H, W) int32 for "I", which
+        requires a 16-bit single-channel file (depth, disparity, instance ids): an 8-bit one
+        is refused, since its values would be misread, not just rounded.
     """
     require_file(path)
     try:
@@ -46,8 +49,9 @@ def read_image(path: Path, mode: str) -> np.ndarray:
                     raise DatasetError(path, f"expected an 8-bit single-channel PNG, got mode {img.mode}")
                 return np.asarray(img, dtype=np.uint8)
             if mode == "I":
-                if img.mode not in ("I", "I;16", "I;16B", "L"):
-                    raise DatasetError(path, f"expected a 16-bit single-channel PNG, got mode {img.mode}")
+                if img.mode not in SIXTEEN_BIT_MODES:
+                    bits = " (8 bits per pixel: values above 255 and their meaning are lost)" if img.mode in ("L", "P", "1") else ""
+                    raise DatasetError(path, f"expected a 16-bit single-channel PNG, got mode {img.mode}{bits}")
                 return np.asarray(img).astype(np.int32)
     except DatasetError:
         raise

@@ -76,16 +76,30 @@ class NYUv2Reader:
         return list(CLASSES_40)
 
     def sample_ids(self, split: str) -> list[str]:
+        """The split's frames; first checks the dataset-level files (splits.mat,
+        classMapping40.mat, the v7.3 file's keys and frame counts), so a missing or wrong
+        one fails here, before any frame is read, instead of once per frame."""
         if split not in SPLIT_KEYS:
             raise DatasetError(self.root / "splits.mat", f"no split {split!r}; expected one of {list(SPLIT_KEYS)}")
-        return [f"{int(i):04d}" for i in self._splits()[split]]
+        indices = self._splits()[split]
+        self._mapping()
+        with self._open() as f:
+            frames = f["images"].shape[0]
+        bad = indices[(indices < 1) | (indices > frames)]
+        if bad.size:
+            raise DatasetError(
+                self.root / "splits.mat",
+                f"{SPLIT_KEYS[split]} holds index(es) {bad[:10].tolist()} outside 1..{frames}, "
+                f"the frames of {MAT_NAME}",
+            )
+        return [f"{int(i):04d}" for i in indices]
 
     def read(self, split: str, sample_id: str) -> Sample:
         if not sample_id.isdigit():
             raise DatasetError(self.mat_path, f"sample id {sample_id!r} is not a 1-based image index like '0001'")
         index = int(sample_id) - 1
         image, depth, raw = self._load(index)
-        semantic = self._map_labels(raw)
+        semantic = self._map_labels(raw, sample_id)
         valid = depth > 0
         if self.valid_region:
             valid &= valid_region_mask(depth.shape)
@@ -123,37 +137,60 @@ class NYUv2Reader:
             self._map = table
         return self._map
 
-    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Image (H, W, 3) uint8, depth (H, W) float32, raw labels (H, W) int64 of one index."""
+    def _open(self) -> h5py.File:
+        """The v7.3 file, open, with its keys, shapes and frame counts checked."""
         require_file(self.mat_path)
         try:
             f = h5py.File(self.mat_path, "r")
         except OSError as exc:
             raise DatasetError(self.mat_path, f"not a MATLAB v7.3 (HDF5) file ({exc})") from exc
-        with f:
+        try:
             missing = [k for k in ("images", "depths", "labels") if k not in f]
             if missing:
                 raise DatasetError(self.mat_path, f"missing key(s) {missing}; file has {sorted(f.keys())}")
-            images, depths, labels = f["images"], f["depths"], f["labels"]
+            images = f["images"]
             if images.ndim != 4 or images.shape[1] != 3:
                 raise DatasetError(self.mat_path, f"images has shape {images.shape}, expected (N, 3, W, H)")
             counts = {k: f[k].shape[0] for k in ("images", "depths", "labels")}
             if len(set(counts.values())) != 1:
                 raise DatasetError(self.mat_path, f"images, depths and labels hold different numbers of frames: {counts}")
+        except BaseException:
+            f.close()
+            raise
+        return f
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image (H, W, 3) uint8, depth (H, W) float32, raw labels (H, W) int64 of one index."""
+        frame = f"frame {index + 1:04d}"
+        with self._open() as f:
+            images, depths, labels = f["images"], f["depths"], f["labels"]
             if not 0 <= index < images.shape[0]:
                 raise DatasetError(self.mat_path, f"image index {index + 1} out of range 1..{images.shape[0]}")
-            image = np.ascontiguousarray(images[index].transpose(2, 1, 0))
-            depth = np.ascontiguousarray(depths[index].T).astype(np.float32)
-            raw = np.ascontiguousarray(labels[index].T).astype(np.int64)
+            arrays = {}
+            for key in ("images", "depths", "labels"):
+                try:
+                    arrays[key] = f[key][index]
+                except (OSError, ValueError, RuntimeError) as exc:  # e.g. a corrupt deflate chunk
+                    raise DatasetError(
+                        self.mat_path, f"{frame}: cannot read {key}[{index + 1}] ({exc}); the file is damaged"
+                    ) from exc
+        image = np.ascontiguousarray(arrays["images"].transpose(2, 1, 0))
+        depth = np.ascontiguousarray(arrays["depths"].T).astype(np.float32)
+        raw = np.ascontiguousarray(arrays["labels"].T).astype(np.int64)
         for key, array in (("depths", depth), ("labels", raw)):
             if array.shape != image.shape[:2]:
                 raise DatasetError(self.mat_path, f"{key}[{index + 1}] is {array.shape} (H, W), image is {image.shape[:2]}")
         return image, depth, raw
 
-    def _map_labels(self, raw: np.ndarray) -> np.ndarray:
+    def _map_labels(self, raw: np.ndarray, sample_id: str) -> np.ndarray:
         table = self._mapping()
-        if raw.min() < 0 or raw.max() > table.size:
-            raise DatasetError(self.mat_path, f"label {int(raw.max()) if raw.max() > table.size else int(raw.min())} out of range 0..{table.size}")
+        bad = np.unique(raw[(raw < 0) | (raw > table.size)])
+        if bad.size:
+            raise DatasetError(
+                self.mat_path,
+                f"frame {sample_id}: label {int(bad[0])} out of range 0..{table.size} "
+                f"(raw ids 1..{table.size}, 0 = unlabeled; all bad values: {bad[:10].tolist()})",
+            )
         lut = np.full(table.size + 1, IGNORE, np.uint8)
         lut[1:] = np.where(table > 0, table - 1, IGNORE)
         return lut[raw]

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import tempfile
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -186,7 +184,7 @@ def write_shard(
     uri: str,
     options: Optional[StorageOptions] = None,
 ) -> dict[str, Any]:
-    """Write `rows` to a finished local Parquet file, then publish it at `uri` atomically.
+    """Write `rows` as a Parquet file published at `uri` atomically (`storage.write_stream`).
 
     Returns:
         {"count", "bytes", "fields"}: rows, file size, target fields present in every row.
@@ -196,12 +194,10 @@ def write_shard(
     table = table.replace_schema_metadata(
         {_META_COUNT: str(len(rows)).encode(), _META_FIELDS: json.dumps(fields).encode()}
     )
-    with tempfile.TemporaryDirectory(prefix="pag-shard-") as tmp:
-        local = os.path.join(tmp, "shard.parquet")
-        # One row per row group: a sample is one ranged read away (see shard_rows.py).
-        pq.write_table(table, local, compression="zstd", row_group_size=1)
-        size = os.path.getsize(local)
-        storage.put_file(local, uri, options)
+    # One row per row group: a sample is one ranged read away (see shard_rows.py).
+    size = storage.write_stream(
+        uri, lambda dst: pq.write_table(table, dst, compression="zstd", row_group_size=1), options
+    )
     return {"count": len(rows), "bytes": size, "fields": fields}
 
 

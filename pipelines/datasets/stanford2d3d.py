@@ -29,6 +29,7 @@ CLASSES_13 = ("beam", "board", "bookcase", "ceiling", "chair", "clutter", "colum
 AREAS = ("area_1", "area_2", "area_3", "area_4", "area_5a", "area_5b", "area_6")
 DEPTH_MISSING = 65535
 KEEP_ROWS = (160 / 1024, 864 / 1024)  # rows 160..863 of the 1024-row rescaled panorama
+LAYOUT = "holding area_1 ... area_6/pano/{rgb,depth,normal,semantic}/ and assets/semantic_labels.json"
 
 
 def load_reference_angles(path: Path) -> dict[str, float]:
@@ -74,6 +75,15 @@ class Stanford2D3DReader:
         self.keep_rows = keep_rows
         self.angles = load_reference_angles(Path(reference_angles)) if reference_angles else None
         self._lut: np.ndarray | None = None
+        if not self.root.is_dir():
+            raise DatasetError(self.root, f"directory not found; expected the Stanford-2D-3D-Semantics root {LAYOUT}")
+        if not self._areas():
+            found = sorted(p.name for p in self.root.iterdir())[:10]
+            raise DatasetError(self.root, f"not a Stanford-2D-3D-Semantics tree: no area_*/pano/rgb/ folder (found {found}); expected a root {LAYOUT}")
+
+    def _areas(self) -> list[str]:
+        """The area folders under the root that hold panoramas (area_*/pano/rgb/)."""
+        return sorted(p.name for p in self.root.glob("area_*") if (p / "pano" / "rgb").is_dir())
 
     def splits(self) -> list[str]:
         return ["train", "val"]
@@ -82,9 +92,20 @@ class Stanford2D3DReader:
         return list(CLASSES_13)
 
     def sample_ids(self, split: str) -> list[str]:
+        """The split's panoramas; first checks assets/semantic_labels.json and that the split's
+        areas are there, so a missing one fails before any panorama is read."""
         if split not in ("train", "val"):
             raise DatasetError(self.root, f"no split {split!r}; expected 'train' or 'val'")
-        areas = [a for a in sorted(p.name for p in self.root.glob("area_*")) if (a in self.val_areas) == (split == "val")]
+        self._labels()
+        present = self._areas()
+        areas = [a for a in present if (a in self.val_areas) == (split == "val")]
+        if not areas:
+            expected = [a for a in AREAS if (a in self.val_areas) == (split == "val")]
+            raise DatasetError(
+                self.root,
+                f"split {split!r} needs area(s) {expected} but none is under the root (found {present}); "
+                f"convert only the splits you have (--splits)",
+            )
         ids = []
         for area in areas:
             for p in sorted((self.root / area / "pano" / "rgb").glob("*_rgb.png")):

@@ -8,20 +8,28 @@ AWS_SESSION_TOKEN, AWS_REGION or AWS_DEFAULT_REGION. Credentials left unset fall
 the AWS SDK's own chain (config files, instance metadata).
 
 Writes are atomic: a local file is written under a temporary name in its directory and
-renamed; an S3 object is uploaded from a finished local file, and S3 makes an object
-visible only once its (multipart) upload completes. Readers therefore never see half a file.
+renamed; an S3 object is uploaded from a finished local file or from memory, and S3 makes
+an object visible only once its (multipart) upload completes. Readers therefore never see
+half a file. A killed local write leaves a hidden `.<name>.tmp-*` file, and a killed S3
+upload an unfinished multipart upload; the next writer removes both (`remove_temp_files`).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import io
+import logging
 import os
 import urllib.parse
 import uuid
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 import pyarrow.fs as pafs
 
+log = logging.getLogger(__name__)
 S3_PREFIX = "s3://"
+_TEMP_TAG = ".tmp-"  # in the hidden names of unfinished local writes: .<name>.tmp-<pid>-<random>
 _COPY_CHUNK = 8 * 1024 * 1024
 
 
@@ -192,12 +200,106 @@ def write_bytes(uri: str, data: bytes, options: Optional[StorageOptions] = None)
     _upload(fs, path, lambda dst: dst.write(data))
 
 
+def write_stream(uri: str, write: Callable[[BinaryIO], Any], options: Optional[StorageOptions] = None) -> int:
+    """Publish what `write(file)` writes at `uri` atomically; return its size in bytes.
+
+    Local: `write` fills a hidden temporary file beside the target, which is renamed onto it
+    (a killed writer leaves only that hidden file, which `remove_temp_files` deletes). S3:
+    `write` fills memory, which is uploaded once complete, so no local file is ever left.
+    """
+    if not is_s3(uri):
+        target = os.path.abspath(uri)
+        _replace_local(target, write)
+        return os.path.getsize(target)
+    buffer = io.BytesIO()
+    write(buffer)
+    data = buffer.getbuffer()
+    fs, path = filesystem(uri, options)
+    _upload(fs, path, lambda dst: _copy_to(io.BytesIO(data), dst))
+    return len(data)
+
+
+def delete_file(uri: str, options: Optional[StorageOptions] = None) -> None:
+    """Delete the file at `uri` (FileNotFoundError naming it if there is none)."""
+    fs, path = filesystem(uri, options)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        raise FileNotFoundError(f"{uri}: no such file")
+    if is_s3(uri):  # boto3: pyarrow's delete_file leaves a "<prefix>/" directory marker object
+        bucket, _, key = path.partition("/")
+        s3_client(options).delete_object(Bucket=bucket, Key=key)
+        return
+    fs.delete_file(path)
+
+
+def remove_temp_files(uri: str, options: Optional[StorageOptions] = None) -> list[str]:
+    """Remove what unfinished writes left directly under directory `uri`; return what went.
+
+    Local: the hidden `.<name>.tmp-*` files of killed writers. S3: unfinished multipart
+    uploads of keys directly under the prefix (never visible as objects, but stored and
+    billed until aborted). Only call this while no other writer uses `uri` (see `exclusive`).
+    """
+    if is_s3(uri):
+        return _abort_uploads(uri, options)
+    if not os.path.isdir(uri):
+        return []
+    removed = []
+    for name in sorted(os.listdir(uri)):
+        path = os.path.join(uri, name)
+        if name.startswith(".") and _TEMP_TAG in name and os.path.isfile(path):
+            os.unlink(path)
+            removed.append(path)
+    return removed
+
+
+def _abort_uploads(uri: str, options: Optional[StorageOptions]) -> list[str]:
+    _, path = filesystem(uri, options)
+    bucket, _, key = path.partition("/")
+    prefix = f"{key}/" if key else ""
+    from botocore.exceptions import ClientError
+
+    client = s3_client(options)
+    aborted = []
+    try:
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+            for upload in page.get("Uploads", []):
+                if "/" in upload["Key"][len(prefix):]:
+                    continue  # below a sub-prefix: not directly under `uri`
+                client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                aborted.append(f"{S3_PREFIX}{bucket}/{upload['Key']}")
+    except ClientError as exc:  # e.g. no s3:ListBucketMultipartUploads permission: not fatal
+        log.warning("%s: cannot list or abort unfinished uploads (%s); a bucket lifecycle rule can", uri, exc)
+    return aborted
+
+
+@contextlib.contextmanager
+def exclusive(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on local directory `uri` (created if missing) for the block.
+
+    The lock is an flock on the directory itself: it leaves no file behind and the kernel
+    releases it when its holder dies. BlockingIOError naming `uri` if another process holds
+    it. For S3 URIs this does nothing (S3 has no locks; run one writer per prefix).
+    """
+    if is_s3(uri):
+        yield
+        return
+    os.makedirs(uri, exist_ok=True)
+    fd = os.open(uri, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise BlockingIOError(exc.errno, f"{uri}: another process is writing here") from exc
+        yield
+    finally:
+        os.close(fd)
+
+
 def _replace_local(target: str, write: Callable[[BinaryIO], Any]) -> None:
     """Write through `write` into a hidden temporary file beside `target`, then rename."""
     directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = os.path.join(directory, f".{os.path.basename(target)}.tmp-{tag}")
+    tmp = os.path.join(directory, f".{os.path.basename(target)}{_TEMP_TAG}{tag}")
     try:
         with open(tmp, "xb") as dst:
             write(dst)
