@@ -1,17 +1,20 @@
 """Atomic writes of local files: a hidden temporary name beside the target, then a rename.
 
 Readers see the old file or the new one, never a torn one, and a writer killed half-way
-leaves only its hidden temporary (named with the writer's PID, so two writers never share
-one). Remote (s3://) objects go through `pipelines.datasets.storage.write_bytes`, whose PUT
-is atomic by itself.
+leaves only its hidden temporary `.<name>.tmp-<pid>-<random><suffix>` (unique per writer;
+`pipelines.datasets.storage.remove_temp_files` sweeps such leftovers). Remote (s3://)
+objects go through `pipelines.datasets.storage`, whose uploads are atomic by themselves.
 """
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+TEMP_TAG = ".tmp-"  # in every temporary's name: .<name>.tmp-<pid>-<random><suffix>
 
 
 @contextmanager
@@ -23,7 +26,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.name}{TEMP_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

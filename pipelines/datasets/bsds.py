@@ -64,8 +64,8 @@ class BSDSReader:
         if not folder.is_dir():
             raise DatasetError(
                 folder,
-                f"folder not found; BSDS500 ships images/{{train,val,test}} (200, 100, 200 images) and the "
-                f"paper trains on train+val; convert only the splits you have with --splits",
+                "folder not found; BSDS500 ships images/{train,val,test} (200, 100, 200 images) and the "
+                "paper trains on train+val; convert only the splits you have with --splits",
             )
         return sorted(p.stem for p in folder.iterdir() if p.suffix.lower() == ".jpg")
 

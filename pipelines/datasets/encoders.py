@@ -12,7 +12,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipelines.datasets.files import atomic_path, write_jpeg, write_json, write_mat, write_png
+from pipelines.atomic import atomic_path, write_json
+from pipelines.datasets.files import write_jpeg, write_mat, write_png
 from pipelines.datasets.scenes import CITYSCAPES_CAMERA, Scene, scaled_intrinsics
 
 N_ANNOTATORS = 5

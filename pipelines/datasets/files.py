@@ -6,16 +6,15 @@ renamed onto the final one only when the file is complete.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import scipy.io
 from PIL import Image
 
+from pipelines.atomic import atomic_path
 from pipelines.datasets.errors import DatasetError
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's modes for 16-bit grey PNGs
@@ -89,19 +88,6 @@ def check_size(path: Path, array: np.ndarray, size: tuple[int, int], what: str) 
         raise DatasetError(path, f"{what} is {tuple(array.shape[:2])}, expected {tuple(size)} like the image")
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` once the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_png(path: Path, array: np.ndarray) -> None:
     """Write (H, W, 3) uint8, (H, W) uint8 or (H, W) uint16 as PNG, atomically."""
     if array.dtype == np.uint16:
@@ -125,7 +111,3 @@ def write_mat(path: Path, data: dict[str, Any]) -> None:
             scipy.io.savemat(fh, data, format="5", do_compression=True)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1))

@@ -163,7 +163,7 @@ class NYUv2Reader:
         """Image (H, W, 3) uint8, depth (H, W) float32, raw labels (H, W) int64 of one index."""
         frame = f"frame {index + 1:04d}"
         with self._open() as f:
-            images, depths, labels = f["images"], f["depths"], f["labels"]
+            images = f["images"]
             if not 0 <= index < images.shape[0]:
                 raise DatasetError(self.mat_path, f"image index {index + 1} out of range 1..{images.shape[0]}")
             arrays = {}

@@ -21,15 +21,15 @@ import io
 import logging
 import os
 import urllib.parse
-import uuid
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 import pyarrow.fs as pafs
 
+from pipelines.atomic import TEMP_TAG, atomic_path
+
 log = logging.getLogger(__name__)
 S3_PREFIX = "s3://"
-_TEMP_TAG = ".tmp-"  # in the hidden names of unfinished local writes: .<name>.tmp-<pid>-<random>
 _COPY_CHUNK = 8 * 1024 * 1024
 
 
@@ -245,7 +245,7 @@ def remove_temp_files(uri: str, options: Optional[StorageOptions] = None) -> lis
     removed = []
     for name in sorted(os.listdir(uri)):
         path = os.path.join(uri, name)
-        if name.startswith(".") and _TEMP_TAG in name and os.path.isfile(path):
+        if name.startswith(".") and TEMP_TAG in name and os.path.isfile(path):
             os.unlink(path)
             removed.append(path)
     return removed
@@ -296,20 +296,10 @@ def exclusive(uri: str) -> Iterator[None]:
 
 def _replace_local(target: str, write: Callable[[BinaryIO], Any]) -> None:
     """Write through `write` into a hidden temporary file beside `target`, then rename."""
-    directory = os.path.dirname(target)
-    os.makedirs(directory, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = os.path.join(directory, f".{os.path.basename(target)}{_TEMP_TAG}{tag}")
-    try:
-        with open(tmp, "xb") as dst:
-            write(dst)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(target) as tmp, open(tmp, "xb") as dst:
+        write(dst)
+        dst.flush()
+        os.fsync(dst.fileno())
 
 
 def _upload(fs: pafs.FileSystem, path: str, write: Callable[[Any], Any]) -> None:
