@@ -82,7 +82,7 @@ def planned_scenes(
         for i in range(splits.get(split, 0)):
             scene_seed = seed * 1_000_003 + s * 10_007 + i
             if name == "bsds500":
-                kind, sample_id = ("room", "street")[i % 2], str(100_000 + 1000 * s + i)
+                kind, sample_id = ("room", "street")[i % 2], str(100_000 + 20_000 * seed + 1000 * s + i)
             elif name == "nyuv2":
                 kind, sample_id = "room", f"{int(order[len(plans)]):04d}"
             elif name == "stanford2d3d":
