@@ -51,6 +51,8 @@ class TaskMeter(Protocol):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
+    def close(self) -> None: ...
+
 
 def _field(batch: Batch, key: str, task: str) -> torch.Tensor:
     if key not in batch:
@@ -120,6 +122,9 @@ class SemanticTaskMeter:
         self.cityscapes = None if state["cityscapes"] is None else CityscapesIIoU.from_state(state["cityscapes"])
         self.batches = int(state["batches"])
 
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 class DepthTaskMeter:
     """delta1..3, absrel, sqrel, rmse, rmse_log, log10 over `depth_valid` pixels (metres)."""
@@ -148,6 +153,9 @@ class DepthTaskMeter:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.meter = DepthMeter.from_state(dict(state))
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class NormalsTaskMeter:
@@ -178,6 +186,9 @@ class NormalsTaskMeter:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.meter = NormalsMeter.from_state(dict(state))
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class BoundaryTaskMeter:
