@@ -241,3 +241,28 @@ def test_bad_batches_name_the_problem():
         Evaluator(net, MeterSettings(), tasks=["semantic"])
     with pytest.raises(ValueError, match="saw no images"):
         evaluator.compute()
+
+
+def test_shards_merge_to_the_whole_and_meters_round_trip_their_state():
+    torch.manual_seed(3)
+    h, w = 5, 7
+    batches = []
+    for _ in range(3):
+        batches.append({"image": image(h, w), "semantic": torch.randint(0, 3, (1, h, w)),
+                        "depth": torch.rand(1, h, w) + 0.5, "depth_valid": torch.rand(1, h, w) > 0.3,
+                        "normals": F.normalize(torch.randn(1, 3, h, w), dim=1),
+                        "normals_valid": torch.rand(1, h, w) > 0.3})
+    outputs = {"semantic": torch.randn(1, 3, h, w), "depth": torch.randn(1, 1, h, w),
+               "normals": torch.randn(1, 3, h, w)}
+    net = FixedNet(outputs, ["semantic", "depth", "normals"])
+    settings = MeterSettings(num_classes=3)
+    whole = Evaluator(net, settings)
+    a, b = Evaluator(net, settings), Evaluator(net, settings)
+    for i, batch in enumerate(batches):
+        whole.update(batch)
+        (a if i == 0 else b).update(batch)
+    assert a.merge(b).compute() == pytest.approx(whole.compute(), rel=1e-9)
+    for task, meter in whole.meters.items():
+        fresh = Evaluator(net, settings).meters[task]
+        fresh.load_state_dict(meter.state_dict())
+        assert fresh.compute() == pytest.approx(meter.compute(), rel=1e-12)

@@ -108,3 +108,28 @@ def test_network_builds_each_tasks_head_from_the_table():
     with pytest.raises(ValueError, match="num_classes must be >= 2"):
         PAGNet("resnet_tiny", tasks=("semantic",), num_classes=1)
     PAGNet("resnet_tiny", tasks=("depth",), num_classes=0)  # K matters only to the semantic head
+
+
+def test_semantic_label_changes_by_hand():
+    labels = torch.zeros(1, 3, 7, dtype=torch.long)
+    labels[:, :, 3] = 255  # an unlabelled band between classes 0 and 2
+    labels[:, :, 4:] = 2
+    near, counted = TASKS["semantic"].label_changes({"semantic": labels}, 1)
+    assert near[0, 0].tolist() == [False, False, False, True, False, False, False]
+    assert counted[0, 0].tolist() == [True, True, True, False, True, True, True]
+    near, _ = TASKS["semantic"].label_changes({"semantic": labels}, 2)
+    assert near[0, 0].tolist() == [False, False, True, True, True, False, False]
+    assert not TASKS["semantic"].label_changes({"semantic": torch.full((1, 5, 5), 7)}, 8)[0].any()
+
+
+def test_boundary_label_changes_are_within_radius_of_any_annotators_boundary():
+    ann = torch.zeros(1, 2, 1, 9, dtype=torch.uint8)
+    ann[0, 0, 0, 2] = 1  # annotator 1 at x = 2, annotator 2 at x = 7
+    ann[0, 1, 0, 7] = 1
+    near, counted = TASKS["boundary"].label_changes({"boundary_annotators": ann}, 1)
+    assert near[0, 0].tolist() == [False, True, True, True, False, False, True, True, True]
+    assert counted.all()
+    label = torch.tensor([[[0, 0, 0, 0, 1, 0, 0, 0, 0]]])
+    near, _ = TASKS["boundary"].label_changes({"boundary": label}, 2)
+    assert near[0, 0].tolist() == [False, False, True, True, True, True, True, False, False]
+    assert TASKS["depth"].label_changes is None and TASKS["normals"].label_changes is None
