@@ -121,6 +121,10 @@ def test_cityscapes_iiou_and_categories_by_hand():
     # human (wTP = person); FP as for category IoU.
     assert m["semantic/category_iiou"] == pytest.approx((person / (person + 1) + car / (car + 1)) / 2)
     assert m["semantic/miou"] > 0
+    mixed = Evaluator(net, MeterSettings(num_classes=19))
+    mixed.update(batch)
+    with pytest.raises(ValueError, match="some batches carry 'instances' and others do not"):
+        mixed.update({"image": image(2, 6), "semantic": target})
     with pytest.raises(ValueError, match="need the 19 Cityscapes train ids"):
         evaluate(FixedNet({"semantic": torch.zeros(1, 5, 2, 6)}, ["semantic"]), [batch], MeterSettings(num_classes=5))
 
