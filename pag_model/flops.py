@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -28,11 +28,12 @@ _LAYER_TO_MACRO = {v: k for k, v in MACRO_BLOCKS.items()}
 
 @dataclass
 class MacReport:
-    """macs and dense_macs (B,) per image; densities {gated block name: (B,)}."""
+    """macs and dense_macs (B,) per image; densities {gated block name: (B,)}; the model's outputs."""
 
     macs: torch.Tensor
     dense_macs: torch.Tensor
     densities: dict[str, torch.Tensor]
+    outputs: Any = None
 
     @property
     def ratio(self) -> torch.Tensor:
@@ -67,6 +68,7 @@ def _leaf_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Option
 def count_macs(model: nn.Module, images: torch.Tensor) -> MacReport:
     """Run `model` on `images` (in its current mode) and count the multiply-adds it spent.
 
+    The forward's outputs come back in the report, so an evaluation runs the model once.
     Works for any nn.Module: plain timm ResNets (everything dense) and PAG networks, in
     dense-masked or perforated mode.
     """
@@ -91,7 +93,7 @@ def count_macs(model: nn.Module, images: torch.Tensor) -> MacReport:
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if len(list(m.children())) == 0]
     try:
-        model(images)
+        outputs = model(images)
     finally:
         for h in handles:
             h.remove()
@@ -116,7 +118,7 @@ def count_macs(model: nn.Module, images: torch.Tensor) -> MacReport:
                 share = sel[:, i].flatten(1).gt(0).float().mean(1)
                 macs += full * share
                 dense_macs += full * share
-    return MacReport(macs=macs, dense_macs=dense_macs, densities=densities)
+    return MacReport(macs=macs, dense_macs=dense_macs, densities=densities, outputs=outputs)
 
 
 def ponder_maps(model: nn.Module, size: tuple[int, int]) -> dict[str, torch.Tensor]:

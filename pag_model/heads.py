@@ -6,11 +6,34 @@ follows HED: side outputs at Res2..Res5 plus a fusion output, each a logit map.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+HeadOutputs = dict[str, Union[torch.Tensor, list[torch.Tensor]]]
+
+
+@dataclass(frozen=True)
+class HeadShape:
+    """What a task head needs to know about the features it reads.
+
+    Args:
+        side_channels: channels of the Res2..Res5 feature maps.
+        side_strides: their strides (4, 8, 8, 8 at output stride 8).
+        top_channels: channels of features["top"] (after MultiPool / Res6).
+        width: the heads' inner width.
+        stride: the stride of features["top"] (the upsampling factor back to the input).
+    """
+
+    side_channels: tuple[int, ...]
+    side_strides: tuple[int, ...]
+    top_channels: int
+    width: int
+    stride: int
 
 
 def bilinear_kernel(channels: int, factor: int) -> torch.Tensor:
@@ -36,10 +59,15 @@ def conv_bn_relu(cin: int, cout: int, k: int, norm_layer: type[nn.Module]) -> nn
 
 
 class DenseHead(nn.Module):
-    """(B, C_in, H/s, W/s) -> (B, C_out, H, W): reduce, deconvolve by s, two 3x3 convs, predict."""
+    """(B, C_in, H/s, W/s) -> (B, C_out, H, W): reduce, deconvolve by s, two 3x3 convs, predict.
+
+    As a task head, forward(features) reads features["top"] and returns {key: prediction};
+    `decode(x)` is the same on a tensor (BoundaryHead's top branch uses it).
+    """
 
     def __init__(
         self,
+        key: str,
         in_channels: int,
         out_channels: int,
         mid_channels: int = 64,
@@ -48,6 +76,7 @@ class DenseHead(nn.Module):
     ) -> None:
         """
         Args:
+            key: the name of the output in the network's output dict (the task name).
             in_channels: channels of the top feature map.
             out_channels: prediction channels (K classes, 1 depth, 3 normals, 1 boundary).
             mid_channels: width of the head.
@@ -55,13 +84,19 @@ class DenseHead(nn.Module):
             norm_layer: normalisation class.
         """
         super().__init__()
+        self.key = key
         self.reduce = conv_bn_relu(in_channels, mid_channels, 1, norm_layer)
         self.deconv = upsample_deconv(mid_channels, stride)
         self.conv1 = conv_bn_relu(mid_channels, mid_channels, 3, norm_layer)
         self.conv2 = conv_bn_relu(mid_channels, mid_channels, 3, norm_layer)
         self.predict = nn.Conv2d(mid_channels, out_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: dict[str, torch.Tensor]) -> HeadOutputs:
+        """{key: (B, C_out, H, W)} from features["top"] (B, C_in, H/s, W/s)."""
+        return {self.key: self.decode(features["top"])}
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H/s, W/s) -> (B, C_out, H, W)."""
         x = self.reduce(x)
         x = self.deconv(x)
         x = self.conv1(x)
@@ -72,19 +107,21 @@ class DenseHead(nn.Module):
 class NormalsHead(DenseHead):
     """DenseHead with 3 outputs and a final L2 normalisation (unit normals)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(super().forward(x), dim=1, eps=1e-6)
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(super().decode(x), dim=1, eps=1e-6)
 
 
 class BoundaryHead(nn.Module):
     """HED-style boundary head: side logits at Res2..Res5, a deconv head on the top, and a fusion.
 
     forward(features) takes {"res2": (B, C2, H/4, W/4), "res3".."res5": (B, Ci, H/8, W/8), "top": ...}
-    and returns (fused (B, 1, H, W), [side logits (B, 1, H, W)] for res2..res5 and the top head).
+    and returns {key: fused logits (B, 1, H, W), key + "_sides": [side logits (B, 1, H, W)] for
+    res2..res5 and the top head}.
     """
 
     def __init__(
         self,
+        key: str,
         side_channels: Sequence[int],
         side_strides: Sequence[int],
         top_channels: int,
@@ -94,6 +131,7 @@ class BoundaryHead(nn.Module):
     ) -> None:
         """
         Args:
+            key: the fused output's name in the network's output dict (the task name).
             side_channels: channels of Res2..Res5 features.
             side_strides: their strides (4, 8, 8, 8 at output stride 8).
             top_channels: channels of the top feature map (after MultiPool).
@@ -102,17 +140,18 @@ class BoundaryHead(nn.Module):
             norm_layer: normalisation class.
         """
         super().__init__()
+        self.key = key
         self.sides = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in side_channels)
         self.side_up = nn.ModuleList(upsample_deconv(1, s) for s in side_strides)
-        self.top = DenseHead(top_channels, 1, mid_channels, stride, norm_layer)
+        self.top = DenseHead(key, top_channels, 1, mid_channels, stride, norm_layer)
         self.fuse = nn.Conv2d(len(side_channels) + 1, 1, 1)
         with torch.no_grad():
             self.fuse.weight.fill_(1.0 / (len(side_channels) + 1))
             self.fuse.bias.zero_()
 
-    def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, features: dict[str, torch.Tensor]) -> HeadOutputs:
         side_feats = [features[k] for k in ("res2", "res3", "res4", "res5")]
         sides = [up(conv(f)) for conv, up, f in zip(self.sides, self.side_up, side_feats)]
-        sides.append(self.top(features["top"]))
+        sides.append(self.top.decode(features["top"]))
         fused = self.fuse(torch.cat(sides, dim=1))
-        return fused, sides
+        return {self.key: fused, f"{self.key}_sides": sides}

@@ -2,6 +2,7 @@
 
 Each loss is averaged over the valid pixels of the batch (Eq. 7 is additionally summed over
 branches), so its scale does not depend on image size; a batch with no valid pixel gives 0.
+Which loss a task uses, and on which batch fields, is in the task table (`pag_model.tasks`).
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 IGNORE = 255
-TASKS = ("boundary", "semantic", "depth", "normals")
 
 
 def boundary_loss(branch_logits: Sequence[torch.Tensor], label: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
@@ -89,31 +89,3 @@ def normal_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, l
         return pred.sum() * 0.0
     dot = (pred.float() * target.float()).sum(dim=1)[valid]
     return (-dot + lam * safe_acos(dot)).mean()
-
-
-def task_loss(
-    outputs: dict[str, torch.Tensor],
-    batch: dict[str, torch.Tensor],
-    tasks: Sequence[str],
-    weights: dict[str, float] | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Weighted sum of the tasks' losses; returns (total, {task: loss detached}).
-
-    `outputs` is PAGNet's output dict; `batch` holds the targets in the pipeline's layout
-    (semantic, depth + depth_valid, normals + normals_valid, boundary).
-    """
-    weights = weights or {}
-    parts: dict[str, torch.Tensor] = {}
-    for task in tasks:
-        if task == "boundary":
-            parts[task] = boundary_loss(outputs["boundary_sides"] + [outputs["boundary"]], batch["boundary"])
-        elif task == "semantic":
-            parts[task] = semantic_loss(outputs["semantic"], batch["semantic"])
-        elif task == "depth":
-            parts[task] = depth_loss(outputs["depth"], batch["depth"], batch["depth_valid"])
-        elif task == "normals":
-            parts[task] = normal_loss(outputs["normals"], batch["normals"], batch["normals_valid"])
-        else:
-            raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
-    total = sum(weights.get(t, 1.0) * v for t, v in parts.items())
-    return total, {k: v.detach() for k, v in parts.items()}

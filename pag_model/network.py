@@ -15,10 +15,10 @@ from torch import nn
 from .backbone import build_backbone
 from .blocks import MACRO_BLOCKS, PAGBottleneck, convert_to_pag, pag_blocks
 from .gating import GumbelGate
-from .heads import BoundaryHead, DenseHead, NormalsHead, conv_bn_relu
-from .losses import TASKS
+from .heads import HeadShape, conv_bn_relu
 from .multipool import DEFAULT_DILATIONS, MultiPool
 from .norm import freeze_batchnorm
+from .tasks import TASKS, check_tasks
 
 MULTIPOOL_PLACES = ("res3", "res4", "res5", "res6")
 
@@ -29,7 +29,8 @@ class PAGNet(nn.Module):
     forward(images (B, 3, H, W), H and W divisible by the output stride) returns a dict with,
     per task: "semantic" (B, K, H, W) logits; "depth" (B, 1, H, W) log depth; "normals"
     (B, 3, H, W) unit vectors; "boundary" (B, 1, H, W) fused logits and "boundary_sides", a list
-    of (B, 1, H, W) side logits (Res2..Res5 and the top head).
+    of (B, 1, H, W) side logits (Res2..Res5 and the top head). Heads come from the task table
+    (`pag_model.tasks.TASKS`). Images of any size: `pag_model.evaluation.predict_full_size`.
     """
 
     def __init__(
@@ -50,7 +51,7 @@ class PAGNet(nn.Module):
         """
         Args:
             backbone: a name from pag_model.backbone.BACKBONES ("resnet50", ..., "resnet_tiny").
-            tasks: one or more of "boundary", "semantic", "depth", "normals".
+            tasks: one or more names from pag_model.tasks.TASKS ("boundary", "semantic", "depth", "normals").
             num_classes: K for the semantic task.
             multipool: where MultiPool goes ("res3", "res4", "res5", "res6") or None.
             multipool_variant: "pag" (one branch per pixel) or "wavg" (softmax-weighted).
@@ -63,14 +64,8 @@ class PAGNet(nn.Module):
             output_stride: 8 (the paper), 16 or 32.
         """
         super().__init__()
-        tasks = tuple(tasks)
-        if not tasks:
-            raise ValueError(f"tasks must name at least one of {', '.join(TASKS)}")
-        for task in tasks:
-            if task not in TASKS:
-                raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
-        if "semantic" in tasks and num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2 for the semantic task, got {num_classes}")
+        tasks = check_tasks(tasks)
+        out_channels = {task: TASKS[task].channels(num_classes) for task in tasks}
         if multipool is not None and multipool not in MULTIPOOL_PLACES:
             raise ValueError(f"unknown MultiPool place {multipool!r}; allowed: {', '.join(MULTIPOOL_PLACES)} or None")
         for macro in gated:
@@ -90,30 +85,24 @@ class PAGNet(nn.Module):
         self.res6 = nn.Identity()
         if multipool == "res6":
             self.res6 = nn.Sequential(conv_bn_relu(top, top, 3, nn.BatchNorm2d), MultiPool(top, dilations, multipool_variant))
-        self.heads = nn.ModuleDict()
-        for task in tasks:
-            self.heads[task] = self._head(task, num_classes, head_channels, channels, strides, top)
+        shape = HeadShape(
+            side_channels=tuple(channels[m] for m in MACRO_BLOCKS),
+            side_strides=tuple(strides[m] for m in MACRO_BLOCKS),
+            top_channels=top,
+            width=head_channels,
+            stride=output_stride,
+        )
+        self.heads = nn.ModuleDict({task: TASKS[task].head(shape, out_channels[task]) for task in tasks})
         if frozen_bn:
             freeze_batchnorm(self)
-
-    def _head(self, task: str, num_classes: int, width: int, channels: dict, strides: dict, top: int) -> nn.Module:
-        if task == "boundary":
-            return BoundaryHead([channels[m] for m in MACRO_BLOCKS], [strides[m] for m in MACRO_BLOCKS], top, width, self.output_stride)
-        if task == "normals":
-            return NormalsHead(top, 3, width, self.output_stride)
-        out = {"semantic": num_classes, "depth": 1}[task]
-        return DenseHead(top, out, width, self.output_stride)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, H, W) -> dict of task outputs at (H, W)."""
         self.check_input(images)
         features = self.features(images)
         outputs: dict[str, torch.Tensor] = {}
-        for task, head in self.heads.items():
-            if task == "boundary":
-                outputs["boundary"], outputs["boundary_sides"] = head(features)
-            else:
-                outputs[task] = head(features["top"])
+        for head in self.heads.values():
+            outputs.update(head(features))
         return outputs
 
     def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -132,3 +132,32 @@ def test_cityscapes_iiou_merges_exactly_and_rejects_bad_input() -> None:
     assert merged.compute() == pytest.approx(single.compute(), rel=1e-12, nan_ok=True)
     with pytest.raises(ValueError, match="shape mismatch"):
         single.update(pred, target, instances[:, :5])
+
+
+def test_cityscapes_categories_by_hand() -> None:
+    # Train ids: road 0, person 11, rider 12, car 13, truck 14 (categories flat, human, vehicle).
+    target = torch.tensor([[[13, 13, 13, 13, 0, 0],
+                            [11, 11, 0, 0, 13, 255]]])
+    instances = torch.tensor([[[26001, 26001, 26001, 26001, 7, 7],
+                               [24000, 24000, 7, 7, 26, 0]]])
+    pred = torch.tensor([[[13, 13, 13, 14, 13, 0],
+                          [11, 12, 11, 0, 13, 13]]])
+    meter = CityscapesIIoU()
+    meter.update(pred, target, instances)
+    result = meter.compute()
+    # flat: GT road 4 px, 2 predicted flat -> TP 2, FN 2; no other class predicted road -> 2/4.
+    assert result["category_iou/flat"] == pytest.approx(2 / 4)
+    # human: person 2 px, both predicted person or rider -> TP 2; road (1, 2) predicted person -> FP 1.
+    assert result["category_iou/human"] == pytest.approx(2 / 3)
+    # vehicle: car 5 px all predicted car or truck -> TP 5; road (0, 4) predicted car -> FP 1.
+    assert result["category_iou/vehicle"] == pytest.approx(5 / 6)
+    for name in ("construction", "object", "nature", "sky"):
+        assert math.isnan(result[f"category_iou/{name}"])
+    assert result["category_iou"] == pytest.approx((2 / 4 + 2 / 3 + 5 / 6) / 3)
+    # Category iIoU weights TP/FN of each instance by its class's average size over its size:
+    # the car instance (4 px) and the person instance (2 px) are entirely in their category.
+    car, person = AVERAGE_INSTANCE_SIZE["car"], AVERAGE_INSTANCE_SIZE["person"]
+    assert result["category_iiou/vehicle"] == pytest.approx((4 * car / 4) / (car + 1))
+    assert result["category_iiou/human"] == pytest.approx((2 * person / 2) / (person + 1))
+    # The class iIoU of car is lower: one of its pixels was predicted truck.
+    assert result["iiou/car"] == pytest.approx((3 * car / 4) / (3 * car / 4 + 1 + car / 4))

@@ -6,7 +6,16 @@ for an instance of class c with s pixels, its TP (pixels predicted c) and FN are
 avg_size(c) / s, with the official per-class average sizes below. FP are the unweighted
 pixels predicted c whose ground truth is another evaluated class (ignored pixels excluded).
 iIoU_c = wTP / (wTP + FP + wFN); the reported iIoU is the mean over classes with a
-defined value. Instances are read from the `*_instanceIds.png` encoding: id = labelId x 1000
+defined value.
+
+The official evaluator also reports categories (flat, construction, object, nature, sky,
+human, vehicle; void has no evaluated class): category IoU from the confusion matrix with a
+category's classes merged (TP = ground truth and prediction both in the category, FN = the
+rest of its ground truth, FP = other evaluated ground truth predicted in the category), and
+category iIoU for the two categories whose classes all have instances (human, vehicle):
+an instance's pixels predicted anywhere in its category are TP, weighted as above by its
+class's average size, FP as for category IoU. Both averages are over categories with a
+defined value (`getScoreAverage`). Instances are read from the `*_instanceIds.png` encoding: id = labelId x 1000
 + k for instances (id > 1000), plain labelId for stuff and crowd regions (not instances).
 Predictions and semantic ground truth are in train ids (0..18, 255 = ignore).
 """
@@ -44,10 +53,26 @@ INSTANCE_CLASSES = {
 }
 NUM_TRAIN_CLASSES = 19
 IGNORE_INDEX = 255
+# Category -> train ids of its evaluated classes (cityscapesscripts labels.py, `category`).
+CATEGORIES = {
+    "flat": (0, 1),
+    "construction": (2, 3, 4),
+    "object": (5, 6, 7),
+    "nature": (8, 9),
+    "sky": (10,),
+    "human": (11, 12),
+    "vehicle": (13, 14, 15, 16, 17, 18),
+}
+INSTANCE_CATEGORIES = ("human", "vehicle")
+_CATEGORY_OF = {t: c for c, ids in CATEGORIES.items() for t in ids}
 
 
 class CityscapesIIoU:
-    """Accumulates weighted TP/FN per instance class and FP; compute() -> {"iiou", "iiou/<name>"}."""
+    """Cityscapes' instance and category scores.
+
+    compute() -> {"iiou", "iiou/<class>", "category_iou", "category_iou/<category>",
+    "category_iiou", "category_iiou/<category>"}.
+    """
 
     def __init__(self, device: Optional[torch.device | str] = None) -> None:
         """
@@ -59,6 +84,9 @@ class CityscapesIIoU:
         self.weighted_fn = np.zeros(NUM_TRAIN_CLASSES, dtype=np.float64)
         self.false_pos = np.zeros(NUM_TRAIN_CLASSES, dtype=np.int64)
         self.instances = np.zeros(NUM_TRAIN_CLASSES, dtype=np.int64)
+        self.confusion = np.zeros((NUM_TRAIN_CLASSES, NUM_TRAIN_CLASSES), dtype=np.int64)
+        self.category_weighted_tp = np.zeros(len(INSTANCE_CATEGORIES), dtype=np.float64)
+        self.category_weighted_fn = np.zeros(len(INSTANCE_CATEGORIES), dtype=np.float64)
 
     def update(self, pred: Any, target: Any, instance_ids: Any) -> None:
         """Add a batch.
@@ -81,6 +109,10 @@ class CityscapesIIoU:
         evaluated = (target_t != IGNORE_INDEX) & (target_t >= 0) & (target_t < NUM_TRAIN_CLASSES)
         wrong = evaluated & (pred_t != target_t) & (pred_t >= 0) & (pred_t < NUM_TRAIN_CLASSES)
         self.false_pos += torch.bincount(pred_t[wrong], minlength=NUM_TRAIN_CLASSES).cpu().numpy()
+        counted = evaluated & (pred_t >= 0) & (pred_t < NUM_TRAIN_CLASSES)
+        pairs = target_t[counted] * NUM_TRAIN_CLASSES + pred_t[counted]
+        flat = torch.bincount(pairs, minlength=NUM_TRAIN_CLASSES * NUM_TRAIN_CLASSES)
+        self.confusion += flat.reshape(NUM_TRAIN_CLASSES, NUM_TRAIN_CLASSES).cpu().numpy()
         for image in range(pred_t.shape[0]):
             self._add_instances(pred_t[image], inst_t[image].long())
 
@@ -96,17 +128,29 @@ class CityscapesIIoU:
             if label_id < len(lookup):
                 lookup[label_id] = train_id
         train_ids = lookup[torch.from_numpy(label_ids)].to(pred.device)
-        hits = (pred[is_instance] == train_ids[inverse]).long()
+        inst_pred = pred[is_instance]
+        hits = (inst_pred == train_ids[inverse]).long()
         tp = torch.bincount(inverse, weights=hits.double(), minlength=len(ids)).cpu().numpy()
+        # Category of each pixel's prediction vs its instance's category (-1: no category).
+        category_index = torch.full((NUM_TRAIN_CLASSES + 1,), -1, dtype=torch.long)
+        for train_id, category in _CATEGORY_OF.items():
+            category_index[train_id] = list(CATEGORIES).index(category)
+        pred_category = category_index[inst_pred.clamp(-1, NUM_TRAIN_CLASSES).cpu()]
+        inst_category = category_index[train_ids.clamp(-1, NUM_TRAIN_CLASSES).cpu()][inverse.cpu()]
+        cat_hits = ((pred_category == inst_category) & (inst_category >= 0)).double()
+        cat_tp = torch.bincount(inverse.cpu(), weights=cat_hits, minlength=len(ids)).numpy()
         sizes = sizes.cpu().numpy().astype(np.float64)
         names = {train_id: name for train_id, name in INSTANCE_CLASSES.values()}
-        for train_id, count, size in zip(train_ids.cpu().numpy(), tp, sizes):
+        for train_id, count, cat_count, size in zip(train_ids.cpu().numpy(), tp, cat_tp, sizes):
             if train_id < 0:
                 continue
             weight = AVERAGE_INSTANCE_SIZE[names[int(train_id)]] / size
             self.weighted_tp[train_id] += count * weight
             self.weighted_fn[train_id] += (size - count) * weight
             self.instances[train_id] += 1
+            k = INSTANCE_CATEGORIES.index(_CATEGORY_OF[int(train_id)])
+            self.category_weighted_tp[k] += cat_count * weight
+            self.category_weighted_fn[k] += (size - cat_count) * weight
 
     def merge(self, other: "CityscapesIIoU") -> "CityscapesIIoU":
         """Add another shard's sums; returns self."""
@@ -114,6 +158,9 @@ class CityscapesIIoU:
         self.weighted_fn += other.weighted_fn
         self.false_pos += other.false_pos
         self.instances += other.instances
+        self.confusion += other.confusion
+        self.category_weighted_tp += other.category_weighted_tp
+        self.category_weighted_fn += other.category_weighted_fn
         return self
 
     def state_dict(self) -> dict[str, Any]:
@@ -123,23 +170,53 @@ class CityscapesIIoU:
             "weighted_fn": self.weighted_fn.copy(),
             "false_pos": self.false_pos.copy(),
             "instances": self.instances.copy(),
+            "confusion": self.confusion.copy(),
+            "category_weighted_tp": self.category_weighted_tp.copy(),
+            "category_weighted_fn": self.category_weighted_fn.copy(),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "CityscapesIIoU":
         """Rebuild from `state_dict()` output."""
-        keys = ("weighted_tp", "weighted_fn", "false_pos", "instances")
+        keys = ("weighted_tp", "weighted_fn", "false_pos", "instances", "confusion",
+                "category_weighted_tp", "category_weighted_fn")
         check_keys(state, keys, "CityscapesIIoU")
         meter = cls()
         for key in keys:
-            value = np.asarray(state[key], dtype=getattr(meter, key).dtype)
-            if value.shape != (NUM_TRAIN_CLASSES,):
-                raise ValueError(f"CityscapesIIoU.from_state: {key} has shape {value.shape}, expected (19,)")
+            expected = getattr(meter, key)
+            value = np.asarray(state[key], dtype=expected.dtype)
+            if value.shape != expected.shape:
+                raise ValueError(
+                    f"CityscapesIIoU.from_state: {key} has shape {value.shape}, expected {expected.shape}"
+                )
             setattr(meter, key, value.copy())
         return meter
 
+    def _category_false_pos(self, ids: tuple[int, ...]) -> int:
+        """Pixels of other evaluated classes predicted in the category `ids`."""
+        others = [t for t in range(NUM_TRAIN_CLASSES) if t not in ids]
+        return int(self.confusion[np.ix_(others, list(ids))].sum())
+
+    def _categories(self) -> dict[str, float]:
+        """category_iou(/<category>) and category_iiou(/<category>); NaN where undefined."""
+        result: dict[str, float] = {}
+        for name, ids in CATEGORIES.items():
+            block = list(ids)
+            tp = int(self.confusion[np.ix_(block, block)].sum())
+            fn = int(self.confusion[block, :].sum()) - tp
+            denom = tp + fn + self._category_false_pos(ids)
+            result[f"category_iou/{name}"] = tp / denom if denom > 0 else float("nan")
+        for k, name in enumerate(INSTANCE_CATEGORIES):
+            tp, fn = self.category_weighted_tp[k], self.category_weighted_fn[k]
+            denom = tp + fn + self._category_false_pos(CATEGORIES[name])
+            result[f"category_iiou/{name}"] = float(tp / denom) if denom > 0 else float("nan")
+        for prefix in ("category_iou", "category_iiou"):
+            scores = [v for k, v in result.items() if k.startswith(prefix + "/") and not np.isnan(v)]
+            result[prefix] = float(np.mean(scores)) if scores else float("nan")
+        return result
+
     def compute(self) -> dict[str, float]:
-        """{"iiou", "iiou/<name>"}: NaN for a class with no instance and no false positive."""
+        """{"iiou", "iiou/<name>", "category_iou", ...}: NaN for an undefined class or category."""
         result: dict[str, float] = {}
         scores = []
         for train_id, name in INSTANCE_CLASSES.values():
@@ -151,4 +228,5 @@ class CityscapesIIoU:
         if not scores:
             raise ValueError("CityscapesIIoU.compute: no instance and no prediction of an instance class was seen")
         result["iiou"] = float(np.mean(scores))
+        result.update(self._categories())
         return result
