@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pag_model.tasks import target_fields  # noqa: E402
 from pipelines.datasets import convert, ray_pipeline, shard_rows, shards  # noqa: E402
 from pipelines.datasets.write_formats import write_dataset  # noqa: E402
 
@@ -53,7 +54,7 @@ class ShardSamples(Dataset):
         files: list[str],
         crop: tuple[int, int],
     ) -> None:
-        fields = ray_pipeline.fields_for(TASKS)
+        fields = target_fields(TASKS)
         reader = shard_rows.RowReader(files, ray_pipeline._columns(fields))
         self.addresses = shard_rows.row_addresses(files)
         self.loader = shard_rows.SampleLoader(reader, fields, crop)

@@ -72,6 +72,7 @@ class PAGNet(nn.Module):
             if macro not in MACRO_BLOCKS:
                 raise ValueError(f"unknown gated block {macro!r}; allowed: {', '.join(MACRO_BLOCKS)}")
         self.tasks = tasks
+        self.num_classes = num_classes
         self.output_stride = output_stride
         self.gated = tuple(gated)
         self.backbone = build_backbone(backbone, pretrained, output_stride)

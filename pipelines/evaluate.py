@@ -46,8 +46,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         net,
         eval_batches(args.data, args.split, tasks, args.max_images),
         tasks,
-        len(manifest["class_names"]),
+        net.num_classes,
         png_dir=args.out,
+        class_names=manifest.get("class_names") or None,
     )
     path = write_json(Path(args.out) / "metrics.json", {"model": args.model, "split": args.split, "metrics": metrics})
     print(json.dumps(metrics, indent=2, sort_keys=True))

@@ -124,7 +124,7 @@ def test_pipeline_fails_early_naming_the_path(tmp_path) -> None:
     convert.convert_reader(reader, str(tmp_path))
     with pytest.raises(shards.ShardError, match=r"split 'train' of 'toy' lacks \['depth', 'depth_valid'\]"):
         ray_pipeline.train_dataset(str(tmp_path), "train", CROP, ["depth"])
-    with pytest.raises(ValueError, match="each must be one of"):
+    with pytest.raises(ValueError, match="unknown task .segmentation.; allowed: boundary, semantic, depth, normals"):
         ray_pipeline.train_dataset(str(tmp_path), "train", CROP, ["segmentation"])
     with pytest.raises(ValueError, match="multiples of 8"):
         ray_pipeline.train_dataset(str(tmp_path), "train", (33, 48), ["semantic"])

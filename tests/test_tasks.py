@@ -133,3 +133,14 @@ def test_boundary_label_changes_are_within_radius_of_any_annotators_boundary():
     near, _ = TASKS["boundary"].label_changes({"boundary": label}, 2)
     assert near[0, 0].tolist() == [False, False, True, True, True, True, True, False, False]
     assert TASKS["depth"].label_changes is None and TASKS["normals"].label_changes is None
+
+
+def test_semantic_label_changes_on_one_vertical_edge_and_on_uniform_images():
+    labels = torch.zeros(1, 4, 8, dtype=torch.long)
+    labels[:, :, 4:] = 1  # one vertical edge between columns 3 and 4
+    near, _ = TASKS["semantic"].label_changes({"semantic": labels}, 1)
+    expected = torch.zeros(1, 4, 8, dtype=torch.bool)
+    expected[:, :, 3:5] = True  # the two columns whose 3x3 window sees both labels
+    assert torch.equal(near, expected)
+    assert not TASKS["semantic"].label_changes({"semantic": torch.full((2, 5, 5), 7)}, 1)[0].any()
+    assert not TASKS["semantic"].label_changes({"semantic": torch.full((1, 5, 5), 255)}, 1)[0].any()

@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Optional
 
+from pag_model.tasks import TASKS
 from pipelines.config.sweep import SweepConfig
 
 Backbone = Literal["resnet50", "resnet101", "resnet26", "resnet_tiny"]
 GatedBlock = Literal["res2", "res3", "res4", "res5"]
 MultiPoolPlace = Literal["res3", "res4", "res5", "res6"]
-Task = Literal["semantic", "depth", "normals", "boundary"]
+Task = Literal[tuple(TASKS)]  # the task table's names (pag_model.tasks)
 TauShape = Literal["linear", "exponential", "cosine"]
 
 

@@ -13,15 +13,10 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
+from pag_model.tasks import eval_fields, target_fields
 from pipelines.datasets import shards, storage
-from pipelines.datasets.ray_pipeline import EVAL_EXTRAS, fields_for, to_torch_batch
+from pipelines.datasets.ray_pipeline import to_torch_batch
 from pipelines.datasets.storage import StorageOptions
-
-
-def eval_fields(tasks: Sequence[str], have: Sequence[str]) -> list[str]:
-    """The tasks' target fields, then the evaluation-only fields that are in `have`."""
-    extras = [f for t in tasks for f in EVAL_EXTRAS.get(t, ()) if f in have]
-    return fields_for(tasks) + [f for f in dict.fromkeys(extras)]
 
 
 def eval_batches(
@@ -42,13 +37,16 @@ def eval_batches(
     manifest = shards.read_manifest(uri, storage_options)
     files = shards.split_files(uri, split, manifest)
     have = manifest["splits"][split]["fields"]
-    missing = [f for f in fields_for(tasks) if f not in have]
+    missing = [f for f in target_fields(tasks) if f not in have]
     if missing:
         raise shards.ShardError(
             f"{shards.manifest_uri(uri)}: split {split!r} of {manifest['dataset']!r} lacks "
             f"{missing} (it has {have}); choose tasks this dataset annotates"
         )
-    fields = eval_fields(tasks, have)
+    try:
+        fields = eval_fields(tasks, have)
+    except ValueError as err:
+        raise shards.ShardError(f"{shards.manifest_uri(uri)}: split {split!r}: {err}") from err
     seen = 0
     for file_uri in files:
         fs, path = storage.filesystem(file_uri, storage_options)

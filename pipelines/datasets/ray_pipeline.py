@@ -30,22 +30,11 @@ import ray
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
+from pag_model.tasks import target_fields
 from pipelines.datasets import augment, shard_rows, shards, storage
 from pipelines.datasets.schema import IMAGENET_MEAN, IMAGENET_STD
 from pipelines.datasets.storage import StorageOptions
 
-TASK_FIELDS: dict[str, tuple[str, ...]] = {
-    "semantic": ("semantic",),
-    "depth": ("depth", "depth_valid"),
-    "normals": ("normals", "normals_valid"),
-    "boundary": ("boundary",),
-}
-# Evaluation extras, read when the split has them: all annotators for BSDS ODS/OIS,
-# instance ids for Cityscapes iIoU.
-EVAL_EXTRAS: dict[str, tuple[str, ...]] = {
-    "semantic": ("instances",),
-    "boundary": ("boundary_annotators",),
-}
 _META_COLUMNS = ["sample_id", "source", "image"]
 
 
@@ -84,14 +73,6 @@ def data_config(resources: DataResources = DataResources()) -> Any:
     from ray.train import DataConfig
 
     return DataConfig(execution_options=ingest_options(resources))
-
-
-def fields_for(tasks: Sequence[str]) -> list[str]:
-    """The target fields the given tasks train on, in schema order."""
-    unknown = [t for t in tasks if t not in TASK_FIELDS]
-    if unknown or not tasks:
-        raise ValueError(f"tasks {list(tasks)}: each must be one of {sorted(TASK_FIELDS)}")
-    return [f for t in tasks for f in TASK_FIELDS[t]]
 
 
 def _columns(fields: Sequence[str]) -> list[str]:
@@ -181,7 +162,7 @@ def train_dataset(
     from ray.data import RandomSeedConfig
 
     crop = augment.check_crop(crop)
-    fields = fields_for(tasks)
+    fields = target_fields(tasks)
     files = _split_fields(uri, split, fields, storage_options)
     reader = shard_rows.RowReader(files, _columns(fields), storage_options)
     addresses = shard_rows.row_addresses(files, reader.options)

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from pag_model import MACRO_BLOCKS
+from pag_model.tasks import eval_fields, target_fields
 from pipelines.atomic import write_json
 from pipelines.checkpoint import as_checkpoint, build_model, load_checkpoint_model
 from pipelines.config import ConfigError, PipelineConfig
 from pipelines.datasets import shards
 from pipelines.datasets.eval_reader import eval_batches
-from pipelines.datasets.ray_pipeline import fields_for
 from pipelines.scoring import evaluate_model
 from pipelines.tracking.front import FrontPoint, champion, pareto_front, plot_front
 from pipelines.tracking.publish import publish_front
@@ -57,11 +57,15 @@ def preflight(config: PipelineConfig) -> None:
         for split in [*data.train_split.split("+"), data.eval_split]:
             shards.split_files(data.uri, split, manifest)
             have = manifest["splits"][split]["fields"]
-            missing = [f for f in fields_for(config.model.tasks) if f not in have]
+            missing = [f for f in target_fields(config.model.tasks) if f not in have]
             if missing:
                 raise ConfigError(
                     f"model.tasks={list(config.model.tasks)}: split {split!r} of {data.uri} lacks {missing}"
                 )
+        try:
+            eval_fields(config.model.tasks, manifest["splits"][data.eval_split]["fields"])
+        except ValueError as err:  # a benchmark field (e.g. BSDS's annotators) the split lacks
+            raise ConfigError(f"data.eval_split={data.eval_split!r} of {data.uri}: {err}") from err
     except shards.ShardError as err:
         raise ConfigError(f"data.uri={data.uri!r}: {err}") from err
     classes = len(manifest["class_names"])
@@ -162,7 +166,8 @@ def finish_stage(config: PipelineConfig, tracker: Tracker, record: StageRecord) 
         net = load_checkpoint_model(ckpt_dir)
     tasks = config.model.tasks
     batches = eval_batches(config.data.uri, config.data.eval_split, tasks, config.data.eval_images)
-    metrics = evaluate_model(net, batches, tasks, config.model.num_classes, png_dir=png_dir)
+    class_names = shards.read_manifest(config.data.uri).get("class_names") or None
+    metrics = evaluate_model(net, batches, tasks, config.model.num_classes, png_dir=png_dir, class_names=class_names)
     record.metrics = metrics
     tracker.log_metrics(record.run_id, {f"eval/{k}": v for k, v in metrics.items()}, record.iterations)
     write_json(png_dir / "metrics.json", metrics)
@@ -209,7 +214,7 @@ def _publish(
 
 
 def _summary(metrics: dict[str, float]) -> str:
-    keys = ("semantic/miou", "depth/delta1", "normals/mean", "boundary/ods_f", "macs_ratio", "ponder/boundary_ratio")
+    keys = ("semantic/miou", "depth/delta1", "normals/mean", "boundary/ods", "macs_ratio", "ponder/boundary_ratio")
     return ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics)
 
 

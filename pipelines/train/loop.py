@@ -283,5 +283,5 @@ def _periodic_eval(
     """Rank 0 scores the eval split and logs it; other ranks go on (no collective inside)."""
     if rank != 0:
         return
-    metrics = evaluate_model(net, eval_batches(**eval_cfg), tuple(model_cfg["tasks"]), model_cfg["num_classes"], device)
+    metrics = evaluate_model(net, eval_batches(**eval_cfg), tuple(model_cfg["tasks"]), model_cfg["num_classes"])
     logger.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, it)
