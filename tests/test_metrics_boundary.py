@@ -1,11 +1,17 @@
 """BSDS boundary counts and scores: hand-built maps and the benchmark's aggregation."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from pag_model.metrics import BoundaryMeter, boundary_counts, boundary_scores
+from pag_model.metrics import HED_NMS, RCF_NMS, BoundaryMeter, boundary_counts, boundary_scores
 from pag_model.metrics.boundary_image import benchmark_thresholds
+
+# The counting tests use 1-px binary maps, which HED's convTri(E, 1) would spread and
+# halve (tests/test_metrics_nms.py checks that step): they suppress the map as it is.
+UNSMOOTHED = dataclasses.replace(HED_NMS, name="unsmoothed", smooth_radius=0)
 
 
 def lines_map(shape: tuple[int, int] = (200, 200)) -> np.ndarray:
@@ -25,7 +31,7 @@ def test_thresholds_are_the_benchmarks() -> None:
 
 def test_perfect_map_gives_f_one_at_every_threshold() -> None:
     gt = lines_map()
-    counts = boundary_counts(gt.astype(np.float64), [gt])
+    counts = boundary_counts(gt.astype(np.float64), [gt], nms_reference=UNSMOOTHED)
     n = int(gt.sum())
     np.testing.assert_array_equal(counts, np.tile([n, n, n, n], (99, 1)))
     scores = boundary_scores(counts[None], benchmark_thresholds())
@@ -45,7 +51,7 @@ def test_shift_within_tolerance_matches_beyond_does_not(shift: int, expected_f: 
     pred = np.zeros((200, 200))
     pred[60 + shift, 20:180] = 0.8
     pred[100:180, 40 + shift] = 0.8
-    counts = boundary_counts(pred, [gt])
+    counts = boundary_counts(pred, [gt], nms_reference=UNSMOOTHED)
     recall = counts[:, 0] / counts[:, 1]
     precision = counts[:, 2] / np.maximum(counts[:, 3], 1)
     below = benchmark_thresholds() <= 0.8
@@ -85,7 +91,7 @@ def test_one_annotated_pixel_matches_one_of_two_predicted() -> None:
 def test_annotator_without_boundaries_adds_nothing_to_recall() -> None:
     gt = lines_map()
     empty = np.zeros_like(gt)
-    counts = boundary_counts(gt.astype(np.float64), [gt, empty])
+    counts = boundary_counts(gt.astype(np.float64), [gt, empty], nms_reference=UNSMOOTHED)
     n = int(gt.sum())
     np.testing.assert_array_equal(counts[0], [n, n, n, n])
 
@@ -156,9 +162,20 @@ def test_sharded_meters_merge_to_the_single_pass_result() -> None:
     assert merged.compute() == single.compute()
 
 
+def test_meter_keeps_its_nms_reference_and_refuses_to_merge_mixed_ones() -> None:
+    hed = BoundaryMeter(workers=1)
+    assert hed.nms_reference == HED_NMS
+    rcf = BoundaryMeter(workers=1, nms_reference=RCF_NMS)
+    assert BoundaryMeter.from_state(rcf.state_dict()).nms_reference == RCF_NMS
+    with pytest.raises(ValueError, match="prepared maps differently"):
+        hed.merge(rcf)
+    with pytest.raises(TypeError, match="NmsReference"):
+        BoundaryMeter(workers=1, nms_reference="hed")  # type: ignore[arg-type]
+
+
 def test_pr_curve_and_plot(tmp_path) -> None:
     gt = lines_map()
-    meter = BoundaryMeter(workers=1)
+    meter = BoundaryMeter(workers=1, nms_reference=UNSMOOTHED)
     meter.update([gt * 0.7], [[gt]])
     curve = meter.pr_curve()
     assert set(curve) == {"thresholds", "recall", "precision", "f"}

@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from pag_model.metrics.boundary_image import benchmark_thresholds, boundary_counts
+from pag_model.metrics.boundary_nms import HED_NMS, NmsReference
 from pag_model.metrics.boundary_scores import boundary_scores, pr_curve
 from pag_model.metrics.assign_native import native_library
 from pag_model.metrics.correspond import MAX_DIST
@@ -74,14 +75,17 @@ class BoundaryMeter:
         max_dist: float = MAX_DIST,
         nms: bool = True,
         quantize: bool = True,
+        nms_reference: NmsReference = HED_NMS,
     ) -> None:
         """
         Args:
             workers: processes for evaluating images; None = all cores, 1 = in-process.
             thresholds: number of thresholds K, at linspace(1/(K+1), 1-1/(K+1), K).
             max_dist: matching tolerance as a fraction of the image diagonal.
-            nms: HED/RCF non-maximum suppression of each map before thresholding.
-            quantize: 8-bit rounding around NMS, as the PNG files in that pipeline.
+            nms: non-maximum suppression of each map before thresholding.
+            quantize: 8-bit rounding where the reference's PNG files round.
+            nms_reference: which published NMS to follow: `HED_NMS` (default, HED's
+                nms_process.m, smooths with convTri(E, 1) first) or `RCF_NMS`.
         """
         self.workers = max(1, os.cpu_count() or 1) if workers is None else int(workers)
         if self.workers < 1:
@@ -90,6 +94,11 @@ class BoundaryMeter:
         self.max_dist = float(max_dist)
         self.nms = bool(nms)
         self.quantize = bool(quantize)
+        if not isinstance(nms_reference, NmsReference):
+            raise TypeError(
+                f"BoundaryMeter: nms_reference must be an NmsReference (HED_NMS, RCF_NMS), got {nms_reference!r}"
+            )
+        self.nms_reference = nms_reference
         self._counts: list[np.ndarray] = []
         self._pool: Optional[ProcessPoolExecutor] = None
 
@@ -115,7 +124,7 @@ class BoundaryMeter:
         """
         images = _as_images(probs)
         gts = _as_annotations(annotations, len(images))
-        args = (self.thresholds, self.max_dist, self.nms, self.quantize)
+        args = (self.thresholds, self.max_dist, self.nms, self.quantize, self.nms_reference)
         if self.workers == 1 or len(images) == 1:
             results = [boundary_counts(p, g, *args) for p, g in zip(images, gts)]
         else:
@@ -133,6 +142,12 @@ class BoundaryMeter:
         """Append another shard's images (same thresholds); returns self."""
         if not np.array_equal(self.thresholds, other.thresholds) or self.max_dist != other.max_dist:
             raise ValueError("BoundaryMeter.merge: shards use different thresholds or max_dist")
+        settings = (self.nms, self.quantize, self.nms_reference)
+        if settings != (other.nms, other.quantize, other.nms_reference):
+            raise ValueError(
+                f"BoundaryMeter.merge: shards prepared maps differently: (nms, quantize, reference) "
+                f"{settings} vs {(other.nms, other.quantize, other.nms_reference)}"
+            )
         self._counts.extend(list(other.counts()))
         return self
 
@@ -143,15 +158,17 @@ class BoundaryMeter:
             "max_dist": self.max_dist,
             "nms": self.nms,
             "quantize": self.quantize,
+            "nms_reference": self.nms_reference.as_dict(),
             "counts": self.counts(),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any], workers: Optional[int] = 1) -> "BoundaryMeter":
         """Rebuild a meter from `state_dict()` output."""
-        check_keys(state, ("thresholds", "max_dist", "nms", "quantize", "counts"), "BoundaryMeter")
+        check_keys(state, ("thresholds", "max_dist", "nms", "quantize", "nms_reference", "counts"), "BoundaryMeter")
         thresholds = np.asarray(state["thresholds"], dtype=np.float64)
-        meter = cls(workers, len(thresholds), state["max_dist"], state["nms"], state["quantize"])
+        reference = NmsReference(**state["nms_reference"])
+        meter = cls(workers, len(thresholds), state["max_dist"], state["nms"], state["quantize"], reference)
         if not np.allclose(meter.thresholds, thresholds, rtol=0, atol=1e-12):
             raise ValueError("BoundaryMeter.from_state: thresholds are not the benchmark's linspace")
         counts = np.asarray(state["counts"], dtype=np.int64)

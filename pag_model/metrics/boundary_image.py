@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from scipy.spatial import cKDTree
 
-from pag_model.metrics.boundary_nms import prepare_edges
+from pag_model.metrics.boundary_nms import HED_NMS, NmsReference, prepare_edges
 from pag_model.metrics.correspond import MAX_DIST, candidate_pairs, match_pairs, radius_for
 from pag_model.metrics.thinning import thin
 
@@ -78,6 +78,7 @@ def boundary_counts(
     max_dist: float = MAX_DIST,
     nms: bool = True,
     quantize: bool = True,
+    nms_reference: NmsReference = HED_NMS,
 ) -> np.ndarray:
     """Counts of one image at every threshold.
 
@@ -86,8 +87,9 @@ def boundary_counts(
         annotations: K (H, W) binary human boundary maps.
         thresholds: (T,) thresholds; the benchmark's 99 by default.
         max_dist: matching tolerance as a fraction of the image diagonal.
-        nms: prepare the map with HED/RCF non-maximum suppression first.
-        quantize: round to 8 bits around NMS, as the PNG files of that pipeline do.
+        nms: prepare the map with the reference's non-maximum suppression first.
+        quantize: round to 8 bits where the reference's PNG files do.
+        nms_reference: which published NMS to follow (`HED_NMS` or `RCF_NMS`).
 
     Returns:
         (T, 4) int64 array with columns cntR, sumR, cntP, sumP.
@@ -95,7 +97,7 @@ def boundary_counts(
     prob = np.asarray(prob)
     gts = check_boundary_inputs(prob, annotations)
     thresholds = benchmark_thresholds() if thresholds is None else np.asarray(thresholds, dtype=np.float64)
-    edges = prepare_edges(prob, nms=nms, quantize=quantize).astype(np.float64)
+    edges = prepare_edges(prob, nms=nms, quantize=quantize, reference=nms_reference).astype(np.float64)
     radius = radius_for(prob.shape, max_dist)
     # Every thresholded map lies inside the support E > 0: find the candidate pairs of the
     # support once per annotator, then keep those of each threshold's pixels.
