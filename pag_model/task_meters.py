@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional, Protocol
 import torch
 
 from pag_model.metrics import BoundaryMeter, CityscapesIIoU, DepthMeter, NormalsMeter, SegmentationMeter
+from pag_model.metrics.boundary_nms import HED_NMS, NmsReference
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -31,11 +32,14 @@ class MeterSettings:
         num_classes: K of the semantic task (labels 0..K-1, 255 ignored).
         class_names: K names for per-class scores (indices when None).
         workers: processes for BSDS boundary matching; None = all cores, 1 = in-process.
+        nms_reference: which published boundary NMS thins the maps before matching
+            (`HED_NMS`, the default, or `RCF_NMS`; see pag_model.metrics.boundary_nms).
     """
 
     num_classes: int = 0
     class_names: Optional[tuple[str, ...]] = None
     workers: Optional[int] = None
+    nms_reference: NmsReference = HED_NMS
 
 
 class TaskMeter(Protocol):
@@ -197,7 +201,7 @@ class BoundaryTaskMeter:
     KEYS = {"ods_f": "ods", "ois_f": "ois", "ap": "ap", "ods_t": "ods_threshold"}
 
     def __init__(self, settings: MeterSettings) -> None:
-        self.meter = BoundaryMeter(workers=settings.workers)
+        self.meter = BoundaryMeter(workers=settings.workers, nms_reference=settings.nms_reference)
 
     def update(self, prediction: torch.Tensor, batch: Batch) -> None:
         """prediction (B, H, W) probabilities; batch["boundary_annotators"] (B, K, H, W) 0/1."""

@@ -270,3 +270,12 @@ def test_shards_merge_to_the_whole_and_meters_round_trip_their_state():
         fresh = Evaluator(net, settings).meters[task]
         fresh.load_state_dict(meter.state_dict())
         assert fresh.compute() == pytest.approx(meter.compute(), rel=1e-12)
+
+
+def test_the_boundary_nms_reference_reaches_the_meter():
+    from pag_model.metrics.boundary_nms import HED_NMS, RCF_NMS
+    from pag_model.task_meters import MeterSettings
+    from pag_model.tasks import TASKS
+
+    assert TASKS["boundary"].meter(MeterSettings()).meter.nms_reference == HED_NMS
+    assert TASKS["boundary"].meter(MeterSettings(nms_reference=RCF_NMS)).meter.nms_reference == RCF_NMS
