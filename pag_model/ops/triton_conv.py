@@ -22,6 +22,9 @@ caller's nonzero() has produced the index (that is the one sync).
 
 Triton's interpreter (TRITON_INTERPRET=1) runs the same kernels on CPU tensors; it is read
 when the kernels are first needed, not at import, and the kernels are built once per mode.
+The kernels call only builtins of triton.language (no tl.cdiv, tl.zeros: those are @jit
+functions wrapped when triton was imported, which Triton 3.8's interpreter refuses to call
+if TRITON_INTERPRET was set after that import).
 Under the interpreter autotuning is bypassed (one small configuration). Importing this
 module imports triton (lazily imported by `backends.py` only when the backend is asked for).
 """
@@ -87,12 +90,12 @@ def _perforated_gemm(
     x_rows = x_ptr + bb * xs0
     w_cols = w_ptr + rn * wsn
 
-    chunks = tl.cdiv(C, BLOCK_K)
+    chunks = (C + BLOCK_K - 1) // BLOCK_K
     total = KSIZE * KSIZE * chunks
-    per = tl.cdiv(total, SPLIT_K)
+    per = (total + SPLIT_K - 1) // SPLIT_K
     start = pid_k * per
     stop = tl.minimum(start + per, total)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
     for it in range(start, stop):
         tap = it // chunks
         c0 = (it - tap * chunks) * BLOCK_K
