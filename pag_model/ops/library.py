@@ -44,8 +44,11 @@ def perforated_conv2d_op(
 @perforated_conv2d_op.register_fake
 def _fake(input, weight, mask, bias, dilation, fill, relu, weight_rows):  # type: ignore[no-untyped-def]
     batch, _, height, width = input.shape
-    return input.new_empty(
-        (batch, weight.shape[0], height, width), memory_format=_memory_format(input)
+    return torch.empty(
+        (batch, weight.shape[0], height, width),
+        dtype=input.dtype,
+        device=input.device,
+        memory_format=_memory_format(input),
     )
 
 
