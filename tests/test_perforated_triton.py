@@ -146,3 +146,34 @@ def test_triton_backend_needs_cuda_or_the_interpreter(monkeypatch) -> None:
     assert backends.problem("triton", x) == ""
     with pytest.warns(UserWarning, match="falling back to the reference backend"):
         assert choose_backend(x) == "reference"
+
+
+def test_split_k_only_when_output_tiles_are_few(monkeypatch) -> None:
+    """132 SMs (an H100/H200): 41 rows x 256 channels = 4 tiles of 64 x 64 -> split 9 ways
+    (capped by 36 reduction steps / 4); 4096 rows -> 256 tiles, enough: no split."""
+    triton_conv = pytest.importorskip("pag_model.ops.triton_conv")
+
+    class Props:
+        multi_processor_count = 132
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
+    cuda = torch.device("cuda", 0)
+    assert triton_conv.choose_split_k(41, 256, 36, cuda) == 9
+    assert triton_conv.choose_split_k(4096, 256, 36, cuda) == 1
+    assert triton_conv.choose_split_k(41, 256, 4, cuda) == 1  # too little reduction to share
+    assert triton_conv.choose_split_k(41, 256, 36, torch.device("cpu")) == 1
+
+
+def test_autotune_pruning_keeps_blocks_that_fit(monkeypatch) -> None:
+    triton_conv = pytest.importorskip("pag_model.ops.triton_conv")
+    configs = [triton_conv._config(*shape) for shape in triton_conv.FUSED_SHAPES]
+    small = triton_conv._prune(configs, dict(m_bucket=16, N=6, C=8))
+    assert [c.kwargs["BLOCK_M"] * 1000 + c.kwargs["BLOCK_N"] for c in small] == [32032]
+    big = triton_conv._prune(configs, dict(m_bucket=4096, N=512, C=512))
+    assert len(big) == len(configs)
+    mid = triton_conv._prune(configs, dict(m_bucket=64, N=256, C=256))
+    assert all(c.kwargs["BLOCK_M"] <= 64 for c in mid) and len(mid) >= 4
+    monkeypatch.setenv(triton_conv.AUTOTUNE_ENV, "0")
+    (only,) = triton_conv._prune(configs, dict(m_bucket=4096, N=512, C=512))
+    assert (only.kwargs["BLOCK_M"], only.kwargs["BLOCK_N"], only.kwargs["BLOCK_K"]) == (128, 128, 32)
+    assert triton_conv._shared_bytes(only) == (128 + 128) * 32 * 4 * 4  # 128 KiB <= 160 KiB

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from typing import Any, Optional
 
 import torch
@@ -39,6 +40,9 @@ import triton
 import triton.language as tl
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# PAG_TRITON_AUTOTUNE=0: take the largest block that fits the shape, benchmark nothing
+# (for test matrices of many tiny shapes; each autotuned shape compiles every config).
+AUTOTUNE_ENV = "PAG_TRITON_AUTOTUNE"
 
 # Under the interpreter: small tiles, so the tests exercise ragged channel chunks and
 # several output-channel tiles with tiny tensors.
@@ -157,25 +161,43 @@ def _split_epilogue(
     tl.store(out_ptr + dst + (rn * os1)[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
-def _gpu_configs() -> list[Any]:
-    """Block sizes the autotuner tries for the fused (SPLIT_K = 1) kernel on a GPU."""
-    shapes = [
-        (128, 128, 64, 8, 3), (128, 128, 32, 8, 4), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
-        (64, 64, 64, 4, 4), (128, 256, 64, 8, 3), (64, 256, 32, 8, 4), (32, 64, 64, 4, 4),
-    ]
-    return [
-        triton.Config(dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), num_warps=w, num_stages=s)
-        for m, n, k, w, s in shapes
-    ]
+def _config(m: int, n: int, k: int, warps: int, stages: int) -> Any:
+    return triton.Config(dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), num_warps=warps, num_stages=stages)
 
 
-def _split_configs() -> list[Any]:
-    """Block sizes for the split-K kernel (BLOCK_M fixed: it runs when rows are few)."""
-    shapes = [(64, 64, 4, 4), (128, 64, 4, 3), (64, 32, 4, 4), (128, 32, 8, 3)]
-    return [
-        triton.Config(dict(BLOCK_M=SPLIT_BLOCK_M, BLOCK_N=n, BLOCK_K=k), num_warps=w, num_stages=s)
-        for n, k, w, s in shapes
-    ]
+# (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), smallest first.
+FUSED_SHAPES = [
+    (32, 32, 32, 4, 3), (64, 32, 32, 4, 3), (32, 64, 64, 4, 4), (64, 64, 64, 4, 4),
+    (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 128, 32, 8, 4), (128, 128, 64, 8, 3),
+    (64, 256, 32, 8, 4), (128, 256, 64, 8, 3),
+]
+SPLIT_SHAPES = [(SPLIT_BLOCK_M, 32, 32, 4, 3), (SPLIT_BLOCK_M, 64, 64, 4, 4), (SPLIT_BLOCK_M, 128, 64, 4, 3),
+                (SPLIT_BLOCK_M, 64, 128, 4, 3)]
+
+
+def _fits(config: Any, rows: int, out_channels: int, channels: int) -> bool:
+    """A block no larger than needed: BLOCK_M <= rows, BLOCK_N <= Co, BLOCK_K <= C (rounded up, >= 32)."""
+    kw = config.kwargs
+    return (kw["BLOCK_M"] <= max(32, rows) and kw["BLOCK_N"] <= max(32, triton.next_power_of_2(out_channels))
+            and kw["BLOCK_K"] <= max(32, triton.next_power_of_2(channels)))
+
+
+def _shared_bytes(config: Any) -> int:
+    """Shared memory of the pipelined A and B tiles in fp32 (the largest element size)."""
+    kw = config.kwargs
+    return (kw["BLOCK_M"] + kw["BLOCK_N"]) * kw["BLOCK_K"] * 4 * config.num_stages
+
+
+def _prune(configs: list[Any], named_args: dict, **kwargs: Any) -> list[Any]:
+    """Drop configs whose blocks are mostly padding for this shape. PAG_TRITON_AUTOTUNE=0 keeps
+    only the last one that fits and needs <= 160 KiB of shared memory in fp32 (no benchmarking;
+    the autotuner skips configs that run out of resources, a single config cannot)."""
+    rows, n, c = named_args["m_bucket"], named_args["N"], named_args["C"]
+    kept = [cfg for cfg in configs if _fits(cfg, rows, n, c)] or configs[:1]
+    if os.environ.get(AUTOTUNE_ENV, "1").strip() == "0":
+        safe = [cfg for cfg in kept if _shared_bytes(cfg) <= 160 * 1024] or kept[:1]
+        return safe[-1:]
+    return kept
 
 
 @functools.lru_cache(maxsize=2)
@@ -183,16 +205,20 @@ def _kernels(interpret: bool) -> dict[str, Any]:
     """The jitted kernels for the current mode (interpreted or compiled), built once per mode.
 
     triton.jit reads TRITON_INTERPRET when it wraps a function, so the wrapping happens here,
-    on first use, rather than at import.
+    on first use, rather than at import. On a GPU the GEMM is autotuned over the block sizes
+    that fit the shape (key: M rounded to a power of two, Co, C, k, split, precision, dtypes).
     """
     gemm = triton.jit(_perforated_gemm)
     epilogue = triton.jit(_split_epilogue)
     if interpret:
         return dict(fused=gemm, split=gemm, epilogue=epilogue)
     key = ["m_bucket", "N", "C", "KSIZE", "SPLIT_K", "PRECISION", "UPCAST"]
+    prune = {"early_config_prune": _prune}
+    fused = [_config(*shape) for shape in FUSED_SHAPES]
+    split = [_config(*shape) for shape in SPLIT_SHAPES]
     return dict(
-        fused=triton.autotune(configs=_gpu_configs(), key=key)(gemm),
-        split=triton.autotune(configs=_split_configs(), key=key, reset_to_zero=["ws_ptr"])(gemm),
+        fused=triton.autotune(configs=fused, key=key, prune_configs_by=prune)(gemm),
+        split=triton.autotune(configs=split, key=key, prune_configs_by=prune, reset_to_zero=["ws_ptr"])(gemm),
         epilogue=epilogue,
     )
 
