@@ -64,15 +64,19 @@ def _perforated_gemm(
     wsn, wsk,
     os0, os1, os2, os3,
     dilation, pad, m_bucket,
+    split_k,
     KSIZE: tl.constexpr, HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
-    SPLIT_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    ATOMIC: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """One (BLOCK_M, BLOCK_N) tile of Y (or its share of the reduction when SPLIT_K > 1).
+    """One (BLOCK_M, BLOCK_N) tile of Y (or its share of the reduction when split_k > 1).
 
     x: channels-last (B, C, H, W), strides xs0 (b), xs2 (h), xs3 (w), channel stride 1.
     w: (N, k*k*C) tap-major weight rows, strides wsn, wsk. index: (M,) int64 flat pixels.
-    out: (B, N, H, W), strides os0..os3. ws: (M, N) fp32 workspace (SPLIT_K > 1 only).
+    out: (B, N, H, W), strides os0..os3. ws: (M, N) fp32 workspace (ATOMIC only).
+    split_k: programs sharing one tile's reduction (grid axis 2); ATOMIC: split_k > 1, partial
+    sums are atomically added to ws instead of the fused epilogue (a runtime int, so each split
+    count reuses the compiled kernel).
     m_bucket: unused in the body; the autotuner's key (M rounded to a power of two).
     UPCAST: multiply in fp32 (set under the interpreter for bf16, whose dot in Triton 3.8's
     interpreter multiplies the raw uint16 storage; products of bf16 values are exact in fp32,
@@ -96,7 +100,7 @@ def _perforated_gemm(
 
     chunks = (C + BLOCK_K - 1) // BLOCK_K
     total = KSIZE * KSIZE * chunks
-    per = (total + SPLIT_K - 1) // SPLIT_K
+    per = (total + split_k - 1) // split_k
     start = pid_k * per
     stop = tl.minimum(start + per, total)
     acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
@@ -123,7 +127,7 @@ def _perforated_gemm(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
-    if SPLIT_K == 1:
+    if not ATOMIC:
         if HAS_BIAS:
             acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         if RELU:
@@ -209,11 +213,12 @@ def _kernels(interpret: bool) -> dict[str, Any]:
     on first use, rather than at import. On a GPU the GEMM is autotuned over the block sizes
     that fit the shape (key: M rounded to a power of two, Co, C, k, split, precision, dtypes).
     """
-    gemm = triton.jit(_perforated_gemm)
-    epilogue = triton.jit(_split_epilogue)
+    # M changes with every mask: no recompile when it happens to be divisible by 16.
+    gemm = triton.jit(_perforated_gemm, do_not_specialize=["M", "split_k"])
+    epilogue = triton.jit(_split_epilogue, do_not_specialize=["M"])
     if interpret:
         return dict(fused=gemm, split=gemm, epilogue=epilogue)
-    key = ["m_bucket", "N", "C", "KSIZE", "SPLIT_K", "PRECISION", "UPCAST"]
+    key = ["m_bucket", "N", "C", "KSIZE", "split_k", "PRECISION", "UPCAST"]
     prune = {"early_config_prune": _prune}
     fused = [_config(*shape) for shape in FUSED_SHAPES]
     split = [_config(*shape) for shape in SPLIT_SHAPES]
@@ -297,10 +302,10 @@ def perforated_conv2d_triton_(
         x.stride(0), x.stride(2), x.stride(3),
         weight_rows.stride(0), weight_rows.stride(1),
         out.stride(0), out.stride(1), out.stride(2), out.stride(3),
-        dilation, dilation * (k // 2), triton.next_power_of_2(rows),
+        dilation, dilation * (k // 2), triton.next_power_of_2(rows), split_k,
     )
     flags = dict(
-        KSIZE=k, HAS_BIAS=has_bias, RELU=relu, SPLIT_K=split_k, PRECISION=_precision(x.dtype),
+        KSIZE=k, HAS_BIAS=has_bias, RELU=relu, ATOMIC=split_k > 1, PRECISION=_precision(x.dtype),
         UPCAST=interpret and x.dtype == torch.bfloat16,
     )
     extra = INTERPRET_CONFIG if interpret else {}
