@@ -4,12 +4,14 @@ Steps (each a subprocess with its own time limit inside one overall budget of 47
 that fails is reported and the next one still runs; a step that no longer fits is skipped):
     build      the cuda and cpp extensions (nvcc for this GPU's architecture) and triton
     tests      the cuda-marked tests (`pytest -m cuda tests`)
-    layers     benchmarks/gpu_layers.py: triton and cuda backends vs cuDNN (own report)
-    model      benchmarks/inference.py on the GPU, if it takes --device (else skipped, noted)
+    data       generated NYUv2-format scenes as shards (8 train, 2 test, 48x64)
     pipeline   a two-stage tiny staged pipeline with scaling.use_gpu=true (Ray Train on the
-               GPU, bf16 autocast), on generated NYUv2-format scenes
+               GPU, bf16 autocast)
     eval       the pipeline's last checkpoint, perforated (`to_perforated`) on the GPU, against
-               its own dense-masked eval path, fp32 and bf16
+               its own dense-masked eval path, fp32 (asserted) and bf16 (reported)
+    model      benchmarks/inference.py on the GPU, if it takes --device (else skipped, noted)
+    layers     benchmarks/gpu_layers.py: triton and cuda backends vs cuDNN (own report); last,
+               with what is left of the budget (it starts no new shape past its time limit)
 Writes benchmarks/results/gpu_check.md (status, times and output tails of every step) and
 benchmarks/results/gpu_layers.md; full logs go to .cache/gpu_check/. Exit status 0 when
 every step passed, 1 when one failed or was skipped, 2 when there is no GPU (checked first,
@@ -34,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 LOGS = ROOT / ".cache" / "gpu_check"
 BUDGET_S = 470  # under 8 minutes, with room for start-up and the report
+LAYERS_LIMIT = "<what is left>"  # replaced at run time by the seconds left minus a margin
 TWO_STAGES = (
     "[{name: base, iterations: 4, lr: 0.01},"
     " {name: rho-0_5, iterations: 4, lr: 0.01, multipool: res5, gated: [res4, res5], rho: 0.5, lam: 0.002}]"
@@ -104,6 +107,8 @@ def run(step: Step, deadline: float) -> None:
         step.status = "SKIPPED (out of time)"
         return
     timeout = min(step.timeout_s, int(left))
+    if LAYERS_LIMIT in step.argv:  # the layer benchmark starts no new shape after this
+        step.argv[step.argv.index(LAYERS_LIMIT)] = str(max(10, timeout - 45))
     LOGS.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"{step.name}.log"
     print(f"[gpu-check] {step.name}: {' '.join(step.argv)[:200]} (limit {timeout}s)", flush=True)
@@ -132,21 +137,23 @@ def plan(python: str, workdir: Path, arch: str) -> list[Step]:
         f"stages={TWO_STAGES}",
     ]
     sets = [arg for o in overrides for arg in ("--set", o)]
-    steps = [
-        Step("build", [python, "-c", BUILD], 180, env={"TORCH_CUDA_ARCH_LIST": arch}),
-        Step("tests", [python, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests"], 170),
-        Step("layers", [python, "benchmarks/gpu_layers.py", "--out", str(RESULTS / "gpu_layers.md")], 180),
-    ]
     inference = ROOT / "benchmarks" / "inference.py"
     if "--device" in inference.read_text():
-        steps.append(Step("model", [python, str(inference), "--device", "cuda", "--repeats", "3"], 90))
+        model = Step("model", [python, str(inference), "--device", "cuda", "--repeats", "3"], 90)
     else:
-        steps.append(Step("model", [], 0, status="SKIPPED",
-                          note="benchmarks/inference.py has no --device option yet; it times CPU only"))
-    data = Step("data", [python, "-c", DATA, str(workdir)], 60)
-    pipeline = Step("pipeline", [python, "pipelines/staged.py", "--config", "configs/demo.yaml", *sets], 170)
-    evaluate = Step("eval", [python, "-c", EVAL, "configs/demo.yaml", *overrides], 60)
-    return steps + [data, pipeline, evaluate]
+        model = Step("model", [], 0, status="SKIPPED",
+                     note="benchmarks/inference.py has no --device option yet; it times CPU only")
+    return [
+        Step("build", [python, "-c", BUILD], 150, env={"TORCH_CUDA_ARCH_LIST": arch}),
+        Step("tests", [python, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests"], 150),
+        Step("data", [python, "-c", DATA, str(workdir)], 60),
+        Step("pipeline", [python, "pipelines/staged.py", "--config", "configs/demo.yaml", *sets], 150),
+        Step("eval", [python, "-c", EVAL, "configs/demo.yaml", *overrides], 60),
+        model,
+        # Last, with what is left of the budget: it writes its report after every shape.
+        Step("layers", [python, "benchmarks/gpu_layers.py", "--out", str(RESULTS / "gpu_layers.md"),
+                        "--time-limit", LAYERS_LIMIT], 300),
+    ]
 
 
 def gpu_summary() -> tuple[bool, str, str]:
@@ -204,15 +211,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pag-gpu-check-") as tmp:
         steps = plan(python, Path(tmp), arch)
         for step in steps:
+            needs = {"pipeline": "data", "eval": "pipeline"}.get(step.name)
+            if needs and next(s for s in steps if s.name == needs).status != "passed":
+                step.status, step.note = "SKIPPED", f"needs the {needs} step"
+                continue
             if step.argv:
                 run(step, deadline)
-            if step.name == "data" and step.status != "passed":
-                for later in steps[steps.index(step) + 1:]:
-                    later.status, later.note = "SKIPPED", "no data"
-                break
-            if step.name == "pipeline" and step.status != "passed":
-                steps[-1].status, steps[-1].note = "SKIPPED", "the pipeline did not finish"
-                break
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "gpu_check.md"
     out.write_text(report(steps, device, time.monotonic() - start))

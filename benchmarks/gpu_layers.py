@@ -245,14 +245,16 @@ def report(rows: Sequence[Row], backends: Sequence[str], device: torch.device, c
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS))
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--batches", nargs="+", type=int, default=[8, 1], help="batch 8 first: the target's rows")
     parser.add_argument("--sizes", nargs="+", default=["64x64", "128x256"], help="HxW feature maps")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
     parser.add_argument("--densities", nargs="+", type=float, default=list(DENSITIES))
     parser.add_argument("--backends", nargs="+", default=["triton", "cuda"], choices=["triton", "cuda", "reference"])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--out", default=None, help="Markdown report path")
+    parser.add_argument("--out", default=None, help="Markdown report path (rewritten after every shape)")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="seconds; start no new shape after this (the report says what was left out)")
     parser.add_argument("--smoke", action="store_true", help="tiny layer on CPU via Triton's interpreter")
     args = parser.parse_args(argv)
     command = "benchmarks/gpu_layers.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -275,24 +277,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     saved_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     rows: list[Row] = []
+    left_out: list[str] = []
+    start = time.monotonic()
     try:
         for layer, batch, size, precision in plan:
+            if args.time_limit is not None and time.monotonic() - start > args.time_limit:
+                left_out.append(f"{precision} {layer.name} B={batch} {size[0]}x{size[1]}")
+                continue
             tf32 = precision == "tf32"
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
             torch.manual_seed(0)
             rows += measure(layer, batch, size, precision, densities, backends, device, repeats, warmup)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+            if args.out:
+                write(args.out, report(rows, backends, device, command, args.smoke))
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_tf32
     text = report(rows, backends, device, command, args.smoke)
+    if left_out:
+        text += f"\nNot measured (past --time-limit {args.time_limit:g}s): {'; '.join(left_out)}\n"
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        write(args.out, text)
         print(f"report written to {args.out}")
     else:
         print(text)
     return 0
+
+
+def write(path: str, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ Backends, best first:
 Set PAG_PERFORATED_BACKEND=reference|cpp|cuda|triton to force one; a forced backend that
 cannot run the given input raises a RuntimeError saying why. The forced "triton" backend also
 takes CPU tensors when TRITON_INTERPRET=1 (Triton's interpreter; slow, for tests). Importing
-this module builds nothing and imports no triton: a compiled backend is built, and triton
-imported, the first time it is asked for (see `build.py`).
+this module builds nothing and does not import `triton_conv` (nor triton itself): a compiled
+backend is built, and the Triton kernels imported, the first time one is asked for (see
+`build.py`).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ adds the bias, applies ReLU, casts and stores each row at its pixel's address in
 the caller pre-filled with `fill` or zeros (inactive pixels are never touched).
 
 Few active pixels give few output tiles, too few to fill the GPU: then the reduction is
-split over SPLIT_K programs that atomically add fp32 partial sums into a (M, Co) workspace,
+split over `split_k` programs that atomically add fp32 partial sums into a (M, Co) workspace,
 and a second small kernel applies bias, ReLU and the scatter.
 
 No host synchronisation: the grid depends only on M = index.numel(), known once the
