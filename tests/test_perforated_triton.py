@@ -177,3 +177,14 @@ def test_autotune_pruning_keeps_blocks_that_fit(monkeypatch) -> None:
     (only,) = triton_conv._prune(configs, dict(m_bucket=4096, N=512, C=512))
     assert (only.kwargs["BLOCK_M"], only.kwargs["BLOCK_N"], only.kwargs["BLOCK_K"]) == (128, 128, 32)
     assert triton_conv._shared_bytes(only) == (128 + 128) * 32 * 4 * 4  # 128 KiB <= 160 KiB
+
+
+def test_importing_the_ops_leaves_the_triton_kernels_alone() -> None:
+    """pag_model.ops defines the op but imports (and so jits) no Triton kernel module."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, torch, pag_model.ops; assert 'pag_model.ops.triton_conv' not in sys.modules; "
+            "assert torch.ops.pag.perforated_conv2d.default is not None")
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True, timeout=120)
