@@ -65,23 +65,29 @@ config = load_config(sys.argv[1], sys.argv[2:])
 record = read_record(config, config.stages[-1])
 assert record is not None, f"no record of stage {config.stages[-1].name}: did the pipeline finish?"
 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+torch.manual_seed(0)
 images = torch.randn(2, 3, 64, 64, device="cuda")
 for dtype in (torch.float32, torch.bfloat16):
-    net = load_model(record.checkpoint).cuda().to(dtype)
-    net = net.to(memory_format=torch.channels_last)
-    x = images.to(dtype).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        dense = net(x)
-        names = to_perforated(net)
-        sparse = net(x)
-    densities = [round(g.last_mask.float().mean().item(), 3) for _, g in net.gates()]
-    for task in dense:
-        err = ((sparse[task].float() - dense[task].float()).abs().max() / dense[task].float().abs().max()).item()
-        print(f"{dtype} {task}: perforated vs dense-masked relative max error {err:.2e}; "
-              f"backend {choose_backend(x)}; {len(names)} perforated layers; gate densities {densities}")
-        # bf16: a rounding difference can flip a later gate's decision, so it is reported only.
-        if dtype == torch.float32:
-            assert err < 1e-3, f"{dtype} {task}: relative error {err:.2e} > 1e-3"
+    for gates in ("learned", "fixed 0.5"):
+        net = load_model(record.checkpoint).cuda().to(dtype).to(memory_format=torch.channels_last)
+        x = images.to(dtype).contiguous(memory_format=torch.channels_last)
+        if gates != "learned":  # a few training steps leave the learned gates all on
+            side = x.shape[-1] // net.output_stride
+            for _, gate in net.gates():
+                gate.set_mode("fixed", (torch.rand(x.shape[0], side, side, device="cuda") < 0.5).float())
+        with torch.no_grad():
+            dense = net(x)
+            names = to_perforated(net)
+            sparse = net(x)
+        densities = [round(g.last_mask.float().mean().item(), 3) for _, g in net.gates()]
+        for task in dense:
+            ref = dense[task].float()
+            err = ((sparse[task].float() - ref).abs().max() / ref.abs().max()).item()
+            print(f"{dtype} gates {gates} {task}: perforated vs dense-masked relative max error {err:.2e}; "
+                  f"backend {choose_backend(x)}; {len(names)} perforated layers; gate densities {densities}")
+            # bf16 with learned gates: a rounding difference can flip a later gate, so report only.
+            limit = 1e-3 if dtype == torch.float32 else (5e-2 if gates != "learned" else None)
+            assert limit is None or err < limit, f"{dtype} {gates} {task}: relative error {err:.2e} > {limit}"
 print("ok")
 '''
 
