@@ -132,8 +132,8 @@ def run(step: Step, deadline: float) -> None:
     print(f"[gpu-check] {step.name}: {step.status} in {step.seconds:.0f}s (log {log})", flush=True)
 
 
-def plan(python: str, workdir: Path, arch: str) -> list[Step]:
-    """The steps, in order, for this interpreter, scratch directory and CUDA architecture."""
+def plan(python: str, workdir: Path) -> list[Step]:
+    """The steps, in order, for this interpreter and scratch directory."""
     storage = workdir / "runs"
     shards = workdir / "shards" / "nyuv2"
     overrides = [
@@ -150,7 +150,7 @@ def plan(python: str, workdir: Path, arch: str) -> list[Step]:
         model = Step("model", [], 0, status="SKIPPED",
                      note="benchmarks/inference.py has no --device option yet; it times CPU only")
     return [
-        Step("build", [python, "-c", BUILD], 150, env={"TORCH_CUDA_ARCH_LIST": arch}),
+        Step("build", [python, "-c", BUILD], 150),
         Step("tests", [python, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests"], 150),
         Step("data", [python, "-c", DATA, str(workdir)], 60),
         Step("pipeline", [python, "pipelines/staged.py", "--config", "configs/demo.yaml", *sets], 150),
@@ -204,7 +204,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.monotonic()
     python = sys.executable
     if args.dry_run:
-        for step in plan(python, Path(tempfile.gettempdir()) / "pag-gpu-check", "9.0"):
+        for step in plan(python, Path(tempfile.gettempdir()) / "pag-gpu-check"):
             shown = shlex.join(step.argv).replace("\n", "; ") if step.argv else step.note
             print(f"{step.name:<9} limit {step.timeout_s:>3}s  {shown}")
         return 0
@@ -213,9 +213,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("gpu_check: no GPU found (torch.cuda.is_available() is False); nothing was run", file=sys.stderr)
         return 2
     print(f"[gpu-check] {device}", flush=True)
+    # Every step builds (or finds built) the cuda extension for this GPU only: one nvcc pass,
+    # and the same flags in every step, so no step rebuilds what the build step built.
+    os.environ["TORCH_CUDA_ARCH_LIST"] = arch
     deadline = start + args.budget
     with tempfile.TemporaryDirectory(prefix="pag-gpu-check-") as tmp:
-        steps = plan(python, Path(tmp), arch)
+        steps = plan(python, Path(tmp))
         for step in steps:
             needs = {"pipeline": "data", "eval": "pipeline"}.get(step.name)
             if needs and next(s for s in steps if s.name == needs).status != "passed":
