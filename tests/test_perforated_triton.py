@@ -188,3 +188,13 @@ def test_importing_the_ops_leaves_the_triton_kernels_alone() -> None:
     code = ("import sys, torch, pag_model.ops; assert 'pag_model.ops.triton_conv' not in sys.modules; "
             "assert torch.ops.pag.perforated_conv2d.default is not None")
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True, timeout=120)
+
+
+def test_pinned_config(monkeypatch) -> None:
+    triton_conv = pytest.importorskip("pag_model.ops.triton_conv")
+    monkeypatch.setenv(triton_conv.CONFIG_ENV, "32,64,16,4,2")
+    (only,) = triton_conv._prune([], dict(m_bucket=4096, N=512, C=512))
+    assert only.kwargs == dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=16) and (only.num_warps, only.num_stages) == (4, 2)
+    for bad in ("32,64,16,4", "32,48,16,4,2", "8,64,16,4,2", "a,b,c,d,e"):
+        with pytest.raises(ValueError, match="PAG_TRITON_CONFIG"):
+            triton_conv.parse_config(bad)

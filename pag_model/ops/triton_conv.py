@@ -44,6 +44,9 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # PAG_TRITON_AUTOTUNE=0: take the largest block that fits the shape, benchmark nothing
 # (for test matrices of many tiny shapes; each autotuned shape compiles every config).
 AUTOTUNE_ENV = "PAG_TRITON_AUTOTUNE"
+# PAG_TRITON_CONFIG=BLOCK_M,BLOCK_N,BLOCK_K,warps,stages pins one configuration (tests pin a
+# small one so that a matrix of dtypes and epilogues compiles one kernel each).
+CONFIG_ENV = "PAG_TRITON_CONFIG"
 
 # Under the interpreter: small tiles, so the tests exercise ragged channel chunks and
 # several output-channel tiles with tiny tensors.
@@ -195,10 +198,27 @@ def _shared_bytes(config: Any) -> int:
     return (kw["BLOCK_M"] + kw["BLOCK_N"]) * kw["BLOCK_K"] * 4 * config.num_stages
 
 
+def parse_config(text: str) -> tuple[int, int, int, int, int]:
+    """"BLOCK_M,BLOCK_N,BLOCK_K,warps,stages" -> ints; ValueError naming PAG_TRITON_CONFIG if malformed."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 5 or min(values[:3]) < 16 or any(v & (v - 1) for v in values[:4]) or values[4] < 1:
+        raise ValueError(
+            f"{CONFIG_ENV}={text!r}: expected BLOCK_M,BLOCK_N,BLOCK_K,warps,stages, blocks and warps "
+            "powers of two, blocks >= 16, e.g. 64,64,64,4,3"
+        )
+    return values  # type: ignore[return-value]
+
+
 def _prune(configs: list[Any], named_args: dict, **kwargs: Any) -> list[Any]:
     """Drop configs whose blocks are mostly padding for this shape. PAG_TRITON_AUTOTUNE=0 keeps
     only the last one that fits and needs <= 160 KiB of shared memory in fp32 (no benchmarking;
     the autotuner skips configs that run out of resources, a single config cannot)."""
+    pinned = os.environ.get(CONFIG_ENV, "").strip()
+    if pinned:
+        return [_config(*parse_config(pinned))]
     rows, n, c = named_args["m_bucket"], named_args["N"], named_args["C"]
     kept = [cfg for cfg in configs if _fits(cfg, rows, n, c)] or configs[:1]
     if os.environ.get(AUTOTUNE_ENV, "1").strip() == "0":
