@@ -1,4 +1,5 @@
-"""Perforated convolution: a pure-PyTorch reference, a C++ CPU kernel and a CUDA kernel.
+"""Perforated convolution: a pure-PyTorch reference, a C++ CPU kernel, a CUDA kernel and a
+fused implicit-GEMM Triton kernel, behind one torch.library op, `pag::perforated_conv2d`.
 
 Public names:
     perforated_conv2d(input, weight, mask, bias=None, dilation=1, fill=None, relu=False,
@@ -6,11 +7,13 @@ Public names:
     tap_major(weight)  the (Co, k*k*C) weight matrix the compiled kernels use (weight_rows)
     perforated_conv2d_reference(...)  same arguments, always the pure-PyTorch path
     available_backends(device="cpu"), choose_backend(input), BACKEND_ENV
-Importing builds nothing; compiled kernels are built on first use (see `build.py`).
+Importing defines the op `torch.ops.pag.perforated_conv2d` (library.py) and builds nothing;
+compiled kernels are built, and triton imported, on first use (see `build.py`, `backends.py`).
 """
 from pag_model.ops.backends import BACKEND_ENV, BACKENDS, available_backends, choose_backend
 from pag_model.ops.build import ExtensionUnavailable
 from pag_model.ops.perforated import perforated_conv2d, tap_major
+from pag_model.ops import library  # noqa: F401  (defines pag::perforated_conv2d)
 from pag_model.ops.reference import perforated_conv2d_reference
 
 __all__ = [

@@ -6,17 +6,19 @@
 without computing the convolution at inactive pixels (PerforatedCNNs, Figurnov et al. 2016,
 as used by PAG's gated bottlenecks and MultiPool). Stride 1, "same" padding, odd square k.
 
-Backends (see `backends.py`): "cuda" and "cpp" are compiled kernels; "reference" is pure
-PyTorch and the oracle of the tests. The compiled kernels compute the forward only; when a
-gradient is needed they run inside an autograd.Function whose backward recomputes the
-reference graph and differentiates it, so gradients for input, weight, bias and fill are the
-reference's on every backend.
+Backends (see `backends.py`): "triton" (fused implicit GEMM, CUDA), "cuda" and "cpp" are
+compiled kernels; "reference" is pure PyTorch and the oracle of the tests. The op is
+registered with torch.library as `pag::perforated_conv2d` (`library.py`): the public
+function checks the arguments and calls it, so it works under torch.compile. The kernels
+compute the forward only; the op's backward recomputes the reference graph and
+differentiates it, so gradients for input, weight, bias and fill are the reference's on
+every backend.
 
-The compiled kernels gather from a channels-last copy of the input (a no-op for channels-last
+The compiled kernels read a channels-last copy of the input (a no-op for channels-last
 inputs) and multiply with the weight in tap-major order (Co, k*k*C), `tap_major(weight)`;
 callers with a fixed weight pass that matrix as `weight_rows` to skip the reorder. (No
 hidden cache keyed on the weight: in-place edits through `.data` would make it stale.)
-The output has the input's memory format.
+The output has the input's memory format on every backend.
 """
 from __future__ import annotations
 
@@ -64,7 +66,7 @@ def run_compiled(
     relu: bool,
     weight_rows: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Forward of a compiled backend ("cpp" or "cuda"); no autograd. Shapes as the public op."""
+    """Forward of a compiled backend ("cpp", "cuda" or "triton"); no autograd. Shapes as the public op."""
     batch, _, height, width = input.shape
     out_channels, _, k, _ = weight.shape
     fmt = _memory_format(input)
@@ -80,41 +82,37 @@ def run_compiled(
     index = active_indices(mask)
     if index.numel() == 0:
         return out
-    extension = backends.CPP if backend == "cpp" else backends.CUDA
     x = input.contiguous(memory_format=torch.channels_last)
     b = bias.contiguous() if bias is not None else None
     rows = weight_rows if weight_rows is not None else tap_major(weight)
+    if backend == "triton":
+        backends.triton_kernels().perforated_conv2d_triton_(out, x, rows, index, b, k, dilation, relu)
+        return out
+    extension = backends.CPP if backend == "cpp" else backends.CUDA
     tile = int(os.environ.get(TILE_ENV, "0"))  # pixels per tile (CPU) / per chunk (CUDA); 0 = auto
     extension.load().perforated_conv2d_(out, x, rows, index, b, k, dilation, relu, tile)
     return out
 
 
-class _CompiledPerforated(torch.autograd.Function):
-    """Compiled forward; backward through the reference's autograd graph (recomputed)."""
+def forward(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    dilation: int,
+    fill: Optional[torch.Tensor],
+    relu: bool,
+    weight_rows: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """The op's forward on the chosen backend, no autograd; (B, Co, H, W) in input's memory format.
 
-    @staticmethod
-    def forward(ctx, input, weight, bias, fill, mask, dilation, relu, backend, rows):  # type: ignore[override]
-        ctx.save_for_backward(input, weight, bias, fill, mask)
-        ctx.dilation = dilation
-        ctx.relu = relu
-        return run_compiled(backend, input, weight, mask, bias, dilation, fill, relu, rows)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):  # type: ignore[override]
-        input, weight, bias, fill, mask = ctx.saved_tensors
-        leaves = [
-            None if t is None else t.detach().requires_grad_(need)
-            for t, need in zip((input, weight, bias, fill), ctx.needs_input_grad[:4])
-        ]
-        with torch.enable_grad():
-            out = perforated_conv2d_reference(
-                leaves[0], leaves[1], mask, leaves[2], ctx.dilation, leaves[3], ctx.relu
-            )
-        wanted = [t for t in leaves if t is not None and t.requires_grad]
-        grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True))
-        result = [next(grads) if t is not None and t.requires_grad else None for t in leaves]
-        return (*result, None, None, None, None, None)
+    The registered op's CPU and CUDA kernels (`library.py`) call this with checked arguments.
+    """
+    backend = backends.choose_backend(input)
+    if backend != "reference":
+        return run_compiled(backend, input, weight, mask, bias, dilation, fill, relu, weight_rows)
+    out = perforated_conv2d_reference(input, weight, mask, bias, dilation, fill, relu)
+    return out.contiguous(memory_format=_memory_format(input))
 
 
 def perforated_conv2d(
@@ -159,12 +157,6 @@ def perforated_conv2d(
                 f"{weight_rows.dtype} on {weight_rows.device}"
             )
         weight_rows = weight_rows.contiguous()
-    backend = backends.choose_backend(input)
-    if backend == "reference":
-        return perforated_conv2d_reference(input, weight, mask, bias, dilation, fill, relu)
-    tensors = (input, weight, bias, fill)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _CompiledPerforated.apply(
-            input, weight, bias, fill, mask, dilation, relu, backend, weight_rows
-        )
-    return run_compiled(backend, input, weight, mask, bias, dilation, fill, relu, weight_rows)
+    # pag::perforated_conv2d is defined by pag_model/ops/library.py, which the package's
+    # __init__ imports before anyone can reach this function.
+    return torch.ops.pag.perforated_conv2d(input, weight, mask, bias, dilation, fill, relu, weight_rows)
