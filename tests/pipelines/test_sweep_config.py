@@ -19,7 +19,7 @@ from pipelines.sweeps.space import (
 )
 from pipelines.config import load_sweep_config, parse_param, parse_sweep
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, sweep: dict, stages: list | None = None, **top) -> Path:

@@ -13,7 +13,7 @@ import torch
 from pag_model.ops import BACKEND_ENV, perforated_conv2d, tap_major
 from pag_model.sparse import to_perforated
 from tests.support.perforated import dense_then_mask, make_mask
-from tests.test_sparse_inference import fix_gates, relative_error, tiny_model
+from tests.ops.test_sparse_inference import fix_gates, relative_error, tiny_model
 
 OP = torch.ops.pag.perforated_conv2d.default
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from pag_model import MultiPool
-from tests.test_blocks import randomise_bn
+from tests.model.test_blocks import randomise_bn
 
 
 def branch_by_hand(mp, i, x):

@@ -21,7 +21,7 @@ from pipelines.datasets.write_formats import write_dataset
 from tests.support.s3 import s3_server  # noqa: F401
 from tests.support.toy_dataset import ListReader, make_sample
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _files(out: Path) -> dict[str, int]:

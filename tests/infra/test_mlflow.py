@@ -19,7 +19,7 @@ import yaml
 from tests.support.infra import compose_server_flags, start_s3_mlflow_server, stop_mlflow_server
 from tests.support.s3 import s3_server  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MLFLOW_DIR = ROOT / "infra" / "mlflow"
 KUBE_TRACKING_URI = "http://mlflow.pag-ray.svc.cluster.local:5000"
 

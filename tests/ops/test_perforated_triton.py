@@ -187,7 +187,7 @@ def test_importing_the_ops_leaves_the_triton_kernels_alone() -> None:
 
     code = ("import sys, torch, pag_model.ops; assert 'pag_model.ops.triton_conv' not in sys.modules; "
             "assert torch.ops.pag.perforated_conv2d.default is not None")
-    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=True, timeout=120)
 
 
 def test_pinned_config(monkeypatch) -> None:

@@ -8,7 +8,7 @@ import yaml
 
 from pipelines.config import ConfigError, PipelineConfig, flatten, from_dict, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 MINIMAL = """
 pipeline_id: t

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from pipelines.config import ConfigError, from_dict
+from pipelines.config import from_dict
 from pipelines.checkpoint import as_checkpoint, build_model, checkpoint_uri, load_state, save_state
 from pipelines.train.stages import (
     StageError,

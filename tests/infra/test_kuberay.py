@@ -15,7 +15,7 @@ import yaml
 
 from pipelines.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KUBERAY = ROOT / "infra" / "kuberay"
 IMAGE_ROOT = "/opt/pag-ray/"  # WORKDIR of infra/Dockerfile
 S3_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}

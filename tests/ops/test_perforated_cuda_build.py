@@ -16,7 +16,7 @@ from pag_model.ops import BACKEND_ENV, choose_backend, perforated_conv2d
 from pag_model.ops.build import cuda_home
 from tests.support.perforated import dense_then_mask, layout, make_mask
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOL = {
     torch.float64: dict(rtol=1e-10, atol=1e-12),
     torch.float32: dict(rtol=1e-4, atol=1e-4),

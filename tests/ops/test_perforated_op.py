@@ -20,7 +20,7 @@ from pag_model.ops import backends
 from pag_model.ops.build import CompiledExtension
 from tests.support.perforated import dense_then_mask, layout, make_mask
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CPU_BACKENDS = ["reference", pytest.param("cpp", marks=pytest.mark.slow)]
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-12)}
 

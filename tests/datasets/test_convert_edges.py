@@ -22,7 +22,7 @@ from pipelines.datasets.errors import DatasetError
 from pipelines.datasets.write_formats import write_dataset
 from tests.support.toy_dataset import ListReader, make_sample
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NYU_MAT = "nyu_depth_v2_labeled.mat"
 
 

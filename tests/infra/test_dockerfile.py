@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "infra" / "Dockerfile"
 PINNED = ("torch", "torchvision", "ray", "mlflow", "timm", "numpy", "pyarrow", "boto3")
 

@@ -10,7 +10,7 @@ from pag_model.metrics import HED_NMS, RCF_NMS, BoundaryMeter, boundary_counts, 
 from pag_model.metrics.boundary_image import benchmark_thresholds
 
 # The counting tests use 1-px binary maps, which HED's convTri(E, 1) would spread and
-# halve (tests/test_metrics_nms.py checks that step): they suppress the map as it is.
+# halve (tests/metrics/test_nms.py checks that step): they suppress the map as it is.
 UNSMOOTHED = dataclasses.replace(HED_NMS, name="unsmoothed", smooth_radius=0)
 
 
