@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from pag_model import PAGNet
+from pipelines.atomic import atomic_path, write_json
 from pipelines.datasets import storage
 
 STATE_FILE = "state.pt"
@@ -93,7 +94,6 @@ def export_model(directory: str | Path, net: PAGNet, model: dict[str, Any], stag
     """Write `net`'s weights and the settings that rebuild it into `directory`; returns it."""
     from safetensors.torch import save_file
 
-    from pipelines.atomic import atomic_path, write_json
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,11 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from pipelines.cluster import init_ray
 from pipelines.config import ConfigError, PipelineConfig, load_config
+from pipelines.datasets.convert import convert
+from pipelines.datasets.write_formats import write_dataset
+from pipelines.train.curriculum import front_table, preflight, run_pipeline
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 SCENES = {"train": 192, "test": 16}
@@ -30,8 +34,6 @@ SIZE = (96, 128)  # (H, W): divisible by 8 for the network, crops of 64x64 for t
 
 def prepare_data(out: Path, scenes: dict[str, int] = SCENES, size: tuple[int, int] = SIZE) -> Path:
     """Generated NYUv2 files under out/raw/nyuv2, shards under out/shards/nyuv2 (kept if present)."""
-    from pipelines.datasets.convert import convert
-    from pipelines.datasets.write_formats import write_dataset
 
     raw = out / "raw" / "nyuv2"
     shards = out / "shards" / "nyuv2"
@@ -65,8 +67,6 @@ def ponder_summary(result) -> Optional[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from pipelines.cluster import init_ray
-    from pipelines.train.curriculum import front_table, preflight, run_pipeline
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="demo_out", help="output directory (data, runs, MLflow)")

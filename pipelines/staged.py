@@ -18,7 +18,12 @@ import ray
 from pipelines.cluster import init_ray
 from pipelines.config import ConfigError, load_config
 from pipelines.tracking.redaction import redact_text
-from pipelines.train.curriculum import check_resources, front_table, preflight, run_pipeline
+from pipelines.train.curriculum import (
+    check_resources,
+    front_table,
+    preflight,
+    run_pipeline,
+)
 from pipelines.train.stages import StageError
 
 

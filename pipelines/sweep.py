@@ -15,8 +15,7 @@ from typing import Optional, Sequence
 import ray
 
 from pipelines.cluster import init_ray
-from pipelines.config import ConfigError
-from pipelines.config import load_sweep_config
+from pipelines.config import ConfigError, load_sweep_config
 from pipelines.sweeps.publish import summary_table
 from pipelines.sweeps.run import SweepInterrupted, preflight_sweep, run_sweep
 from pipelines.tracking.redaction import redact_text

@@ -100,7 +100,9 @@ def _matlab_v73_header(path: Path) -> None:
 
 def write_nyuv2(root: Path, scenes: list[tuple[str, int, Scene]], seed: int) -> None:
     """nyu_depth_v2_labeled.mat (v7.3), splits.mat and classMapping40.mat for (split, 1-based index, scene)."""
-    from pipelines.datasets.nyuv2 import CLASSES_40  # the names; no cycle at import time
+    from pipelines.datasets.nyuv2 import (
+        CLASSES_40,  # the names; no cycle at import time
+    )
 
     root.mkdir(parents=True, exist_ok=True)
     map_class = nyu_class_mapping(seed)

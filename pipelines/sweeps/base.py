@@ -18,11 +18,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pipelines.config import ConfigError, PipelineConfig
-from pipelines.datasets import storage
-from pipelines.config import SweepConfig
 from pipelines.checkpoint import STATE_FILE, save_state
+from pipelines.config import ConfigError, PipelineConfig, SweepConfig, load_config
+from pipelines.datasets import storage
 from pipelines.tracking.load import load_model
+from pipelines.train.stages import read_record
 
 
 def resolve_base(
@@ -57,9 +57,6 @@ def resolve_base(
 
 
 def _curriculum_checkpoint(sweep: SweepConfig, stage_name: str) -> str:
-    from pipelines.config import load_config
-    from pipelines.train.stages import read_record
-
     staged = load_config(sweep.curriculum)
     names = [s.name for s in staged.stages]
     if stage_name not in names:

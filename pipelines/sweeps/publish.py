@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pipelines.atomic import atomic_path
-from pipelines.config import PipelineConfig
-from pipelines.tracking.front import FrontPoint, champion, pareto_front
-from pipelines.sweeps.space import COST, SCORE
-from pipelines.config import SweepConfig
+from pipelines.config import PipelineConfig, SweepConfig, load_config
 from pipelines.sweeps.plot import plot_sweep
+from pipelines.sweeps.space import COST, SCORE
+from pipelines.tracking.front import FrontPoint, champion, pareto_front
 from pipelines.tracking.publish import publish_front
 from pipelines.tracking.tracker import Tracker
+from pipelines.train.stages import read_record
 
 
 @dataclass
@@ -57,9 +57,6 @@ def curriculum_points(sweep: SweepConfig, pipeline: PipelineConfig) -> list[Fron
     """The curriculum's finished rho stages as front points (none without `sweep.curriculum`)."""
     if not sweep.curriculum:
         return []
-    from pipelines.config import load_config
-    from pipelines.train.stages import read_record
-
     staged = load_config(sweep.curriculum)
     metric = pipeline.tracking.front_metric
     points = []

@@ -24,8 +24,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipelines.config import PipelineConfig, from_dict
+from pipelines.config import PipelineConfig, SweepConfig, from_dict, parse_sweep
 from pipelines.datasets import storage
+from pipelines.sweeps.base import resolve_base
+from pipelines.sweeps.publish import (
+    SweepResult,
+    TrialRow,
+    curriculum_points,
+    publish,
+    trial_points,
+)
 from pipelines.sweeps.space import (
     COST,
     SCORE,
@@ -38,19 +46,9 @@ from pipelines.sweeps.space import (
     trial_config,
     trial_values,
 )
-from pipelines.sweeps.base import resolve_base
-from pipelines.config import SweepConfig, parse_sweep
-from pipelines.sweeps.publish import (
-    SweepResult,
-    TrialRow,
-    curriculum_points,
-    publish,
-    trial_points,
-)
 from pipelines.tracking.tracker import Tracker, default_tracking_uri
 from pipelines.train.curriculum import finish_stage, preflight
 from pipelines.train.stages import StageRecord, read_record, train_stage, write_record
-
 
 TAG_ERROR = "pag_error"
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from pipelines.config import ConfigError, PipelineConfig, from_dict
-from pipelines.config import Param, SweepConfig
+from pipelines.config import ConfigError, Param, PipelineConfig, SweepConfig, from_dict
 
 SCORE = "score"  # the task metric reported to Tune (tracking.front_metric), maximised
 COST = "macs"  # multiply-adds per image actually spent, minimised

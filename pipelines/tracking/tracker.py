@@ -23,10 +23,10 @@ from typing import Any, Optional, Sequence
 
 from torch import nn
 
-from pipelines.config import flatten
 from pipelines.checkpoint import export_model
-from pipelines.tracking.scope import quiet_run_urls
+from pipelines.config import flatten
 from pipelines.tracking.redaction import redact
+from pipelines.tracking.scope import quiet_run_urls
 
 TAG_PIPELINE = "pag_pipeline_id"
 TAG_KIND = "pag_kind"

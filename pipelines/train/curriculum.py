@@ -26,7 +26,14 @@ from pipelines.scoring import evaluate_model
 from pipelines.tracking.front import FrontPoint, champion, pareto_front, plot_front
 from pipelines.tracking.publish import publish_front
 from pipelines.tracking.tracker import Tracker, default_tracking_uri
-from pipelines.train.stages import StageError, StageRecord, pipeline_root, read_record, train_stage, write_record
+from pipelines.train.stages import (
+    StageError,
+    StageRecord,
+    pipeline_root,
+    read_record,
+    train_stage,
+    write_record,
+)
 
 
 @dataclass

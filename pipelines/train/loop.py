@@ -25,8 +25,11 @@ from torch import nn
 
 from pag_model import TauSchedule, sparsity_loss, task_loss
 from pipelines.checkpoint import build_model, load_state, save_state
+from pipelines.datasets import storage
 from pipelines.datasets.eval_reader import eval_batches
+from pipelines.datasets.ray_pipeline import TorchCollate
 from pipelines.scoring import evaluate_model
+from pipelines.tracking.tracker import RankZeroLogger
 
 
 def poly_scheduler(optimizer: torch.optim.Optimizer, iterations: int, power: float) -> Any:
@@ -47,8 +50,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from pipelines.datasets.ray_pipeline import TorchCollate
-    from pipelines.tracking.tracker import RankZeroLogger
 
     model_cfg: dict = config["model"]
     stage: dict = config["stage"]
@@ -221,7 +222,6 @@ def _stop_nonfinite(stage: str, it: int, loss: float, logger: Any, rank: int, ma
 
     import ray.train
 
-    from pipelines.datasets import storage
 
     logger.log_metrics({"train/nonfinite_loss": 1.0}, it)
     if rank == 0 and marker:

@@ -18,9 +18,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from pipelines.config import PipelineConfig, StageConfig
 from pipelines.checkpoint import as_checkpoint, checkpoint_uri
+from pipelines.config import PipelineConfig, StageConfig
 from pipelines.datasets import storage
+from pipelines.datasets.ray_pipeline import DataResources, ingest_options, train_dataset
+from pipelines.train.loop import train_loop_per_worker
 
 
 class StageError(RuntimeError):
@@ -103,11 +105,15 @@ def train_stage(
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
         StageError: training failed beyond `max_failures` or produced no checkpoint.
     """
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
-    from pipelines.datasets.ray_pipeline import DataResources, ingest_options, train_dataset
-    from pipelines.train.loop import train_loop_per_worker
 
     stage = config.stages[index]
     scaling = config.scaling
