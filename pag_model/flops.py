@@ -12,10 +12,8 @@ at input resolution: how much of the network each pixel used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -144,21 +142,3 @@ def ponder_maps(model: nn.Module, size: tuple[int, int]) -> dict[str, torch.Tens
         raise ValueError("model has no gated blocks: no ponder map to draw")
     maps["overall"] = sum(v for k, v in maps.items())
     return maps
-
-
-def save_ponder_png(ponder: torch.Tensor, path: str | Path, max_value: Optional[float] = None) -> Path:
-    """Render one (H, W) ponder map to a colour PNG (viridis, 0..max_value) and return its path."""
-    from matplotlib import colormaps
-    from PIL import Image
-
-    array = ponder.detach().cpu().float().numpy()
-    if array.ndim != 2:
-        raise ValueError(f"ponder map must be (H, W), got shape {array.shape}")
-    top = float(max_value if max_value is not None else max(array.max(), 1.0))
-    rgb = colormaps["viridis"](np.clip(array / top, 0.0, 1.0))[..., :3]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray((rgb * 255).astype(np.uint8)).save(tmp)
-    tmp.replace(path)
-    return path

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pag_model import PAGBottleneck, save_ponder_png
+from pag_model import PAGBottleneck
 from pag_model.evaluation import EvalStep, Evaluator
 from pag_model.losses import IGNORE
 from pag_model.task_meters import MeterSettings
@@ -83,3 +83,17 @@ def _save_pngs(out: Path, i: int, batch: Mapping[str, torch.Tensor], step: EvalS
         Image.fromarray(panel).save(tmp)
     if step.ponder is not None:
         save_ponder_png(step.ponder[0], out / f"ponder_{i:02d}.png", max_value=float(layers))
+
+
+def save_ponder_png(ponder: torch.Tensor, path: str | Path, max_value: Optional[float] = None) -> Path:
+    """Render one (H, W) ponder map to a colour PNG (viridis, 0..max_value), atomically."""
+    from matplotlib import colormaps
+
+    array = ponder.detach().cpu().float().numpy()
+    if array.ndim != 2:
+        raise ValueError(f"ponder map must be (H, W), got shape {array.shape}")
+    top = float(max_value if max_value is not None else max(array.max(), 1.0))
+    rgb = colormaps["viridis"](np.clip(array / top, 0.0, 1.0))[..., :3]
+    with atomic_path(path) as tmp:
+        Image.fromarray((rgb * 255).astype(np.uint8)).save(tmp)
+    return Path(path)

@@ -15,7 +15,7 @@ import tempfile
 import weakref
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 

@@ -5,7 +5,8 @@ import timm
 import torch
 from PIL import Image
 
-from pag_model import PAGNet, count_macs, ponder_maps, save_ponder_png
+from pag_model import PAGNet, count_macs, ponder_maps
+from pipelines.scoring import save_ponder_png
 
 
 def test_dense_resnet50_at_224_matches_published_4_1_gmacs():
