@@ -38,7 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pag_model.ops import choose_backend, perforated_conv2d, tap_major  # noqa: E402
-from pag_model.ops.cpu import PackedConv  # noqa: E402
+from pag_model.ops.cpu import PackedConv, usable  # noqa: E402
 
 LAYERS = {"res4": (256, 2), "res5": (512, 4)}
 
@@ -172,7 +172,7 @@ def main() -> None:
                     mask[:] = True
                 real = mask.float().mean().item()
                 with torch.inference_mode():
-                    in_place = packed.usable(x) and not args.nchw
+                    in_place = usable(x) and not args.nchw
 
                     def perforated() -> torch.Tensor:
                         if in_place:  # x's values drift from repeat to repeat; times do not

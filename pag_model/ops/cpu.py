@@ -8,7 +8,7 @@ and leaves every other pixel of `out` as it is: no zero fill, no fill copy, no l
 for channels-last inputs. `out` may be the input itself (the PAG block, whose output at
 inactive pixels is X): the kernel then stores results only after all of them are computed.
 
-Inference only (no autograd): callers check `usable` first and otherwise use the functional
+Inference only (no autograd): callers check `usable(x)` first and otherwise use the functional
 `perforated_conv2d`, which supports gradients. The packed weight is a snapshot of the weight
 given at construction, as the folded weights of `pag_model.sparse` are.
 """
@@ -38,6 +38,19 @@ def _onednn_packs() -> bool:
     )
 
 
+def usable(x: torch.Tensor) -> bool:
+    """True when `PackedConv.run_into_` can take `x`: a CPU tensor in a kernel dtype, no
+    autograd recording, not being traced by torch.compile, and the cpp backend chosen (not
+    forced off by PAG_PERFORATED_BACKEND, extension built)."""
+    if x.device.type != "cpu" or x.dtype not in DTYPES or x.dim() != 4:
+        return False
+    if torch.is_grad_enabled() and x.requires_grad:
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    return backends.choose_backend(x) == "cpp"
+
+
 class PackedConv:
     """One k x k conv layer's weight, packed for the CPU kernel per input dtype.
 
@@ -64,16 +77,6 @@ class PackedConv:
                 packed = torch.ops.mkldnn._reorder_linear_weight(rows, 256)
             self._by_dtype[dtype] = (rows, bias, packed)
         return self._by_dtype[dtype]
-
-    def usable(self, x: torch.Tensor) -> bool:
-        """True when `run_into_` can take `x`: CPU, a kernel dtype, no autograd, cpp backend."""
-        if x.device.type != "cpu" or x.dtype not in DTYPES or x.dim() != 4:
-            return False
-        if torch.is_grad_enabled() and (x.requires_grad or (self.bias is not None and self.bias.requires_grad)):
-            return False
-        if torch.compiler.is_compiling():
-            return False
-        return backends.choose_backend(x) == "cpp"
 
     def run_into_(self, out: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, relu: bool) -> torch.Tensor:
         """Write act(conv(x) + bias) at pixels where mask is true into `out`, in place.
