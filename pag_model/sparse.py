@@ -53,6 +53,39 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, t
     return (conv.weight * scale[:, None, None, None]).detach(), shift.detach()
 
 
+@torch.no_grad()
+def fold_batchnorms(model: nn.Module) -> int:
+    """Fold every BatchNorm2d that directly follows a Conv2d into it (eval statistics), in place.
+
+    Pairs: attributes convN / bnN of one module (timm bottlenecks, stems) and consecutive
+    Conv2d, BatchNorm2d entries of an nn.Sequential (downsample, heads, MultiPool
+    branches). Each folded BatchNorm2d becomes nn.Identity and its conv gains the bias. An
+    inference-only transform (training statistics are gone); call `to_perforated` first, as
+    it looks for the BatchNorm2d it folds itself. Returns the number of pairs folded.
+    """
+    pairs: list[tuple[nn.Module, str, nn.Conv2d, nn.BatchNorm2d]] = []
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            items = list(module.named_children())
+            for (_, a), (name, b) in zip(items, items[1:]):
+                if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+                    pairs.append((module, name, a, b))
+            continue
+        for name, child in module.named_children():
+            if isinstance(child, nn.BatchNorm2d) and name.startswith("bn"):
+                conv = getattr(module, "conv" + name[2:], None)
+                if isinstance(conv, nn.Conv2d):
+                    pairs.append((module, name, conv, child))
+    for parent, name, conv, bn in pairs:
+        if conv.out_channels != bn.num_features:
+            raise ValueError(f"{name}: BatchNorm2d({bn.num_features}) after a conv with {conv.out_channels} outputs")
+        weight, bias = fold_batchnorm(conv, bn)
+        conv.weight.copy_(weight)
+        conv.bias = nn.Parameter(bias, requires_grad=False)
+        setattr(parent, name, nn.Identity())
+    return len(pairs)
+
+
 class PerforatedConvBNReLU(nn.Module):
     """where(mask, relu(bn(conv(x))), fill) with the conv computed only where mask is true.
 
