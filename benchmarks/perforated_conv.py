@@ -127,9 +127,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the GEMM-ceiling measurement")
     parser.add_argument(
-        "--clock", default="wall", choices=["wall", "thread"],
+        "--clock", default="wall", choices=["wall", "thread", "process"],
         help="wall: perf_counter; thread: this thread's CPU time (needs --threads 1; immune to "
-             "time slices lost to other processes on a shared machine)",
+             "time slices lost to other processes on a shared machine); process: CPU time of all "
+             "threads (OpenMP's spin-waits included: ~threads x wall on an idle machine)",
     )
     args = parser.parse_args()
 
@@ -137,7 +138,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.clock == "thread" and (torch.get_num_threads() != 1 or args.device != "cpu"):
         parser.error("--clock thread measures one CPU thread: use it with --threads 1 on the CPU")
-    clock = time.thread_time if args.clock == "thread" else time.perf_counter
+    clock = {"wall": time.perf_counter, "thread": time.thread_time, "process": time.process_time}[args.clock]
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     fmt = torch.contiguous_format if args.nchw else torch.channels_last
