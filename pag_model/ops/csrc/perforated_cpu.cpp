@@ -5,8 +5,9 @@
 // pixels; the kernel never touches them). Active pixels are processed in tiles: each tile's
 // k*k*C patch rows are gathered from a channels-last input with one memcpy per tap (a tile
 // stays near L2 size) and multiplied with the weight by one GEMM, whose (n, Co) result rows
-// are stored at their pixels with bias and ReLU. Tiles run in parallel with at::parallel_for
-// (OpenMP's persistent pool: no thread start-up per call); each thread owns its buffers.
+// are stored at their pixels with bias and ReLU. Tiles run in one at::parallel_for region
+// (OpenMP's persistent pool: no thread start-up per call), handed out dynamically; each
+// thread owns its buffers.
 //
 // GEMM engines (measured in benchmarks/RESULTS.md):
 //   perforated_conv2d_        at::mm_out with the tap-major (Co, k*k*C) weight (MKL / oneDNN
@@ -18,7 +19,7 @@
 //
 // In place with out == x (the PAG block: output = X at inactive pixels): every tile reads X
 // around its pixels, so results are kept per tile and stored only after all tiles are
-// computed (a second parallel pass). Autograd stays in Python.
+// computed (after the parallel region). Autograd stays in Python.
 #include <torch/extension.h>
 
 #include <ATen/OpMathType.h>
@@ -26,6 +27,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -144,11 +146,16 @@ void run_tiles(const at::Tensor& x, const Engine& engine, const at::Tensor& inde
   at::Tensor all_res;
   if (deferred && !engine.packed.defined()) all_res = at::empty({n_active, g.out_channels}, x.options());
 
-  at::parallel_for(0, n_tiles, 1, [&](int64_t first, int64_t last) {
+  // Tiles are handed out dynamically (an atomic counter) rather than in fixed halves: on a
+  // shared machine a thread that is descheduled for a while no longer makes the other one
+  // wait at the end of the region with half of the work undone.
+  std::atomic<int64_t> next_tile{0};
+  const int64_t workers = std::min<int64_t>(n_tiles, std::max<int64_t>(1, at::get_num_threads()));
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
     at::Tensor rows_buf = at::empty({tile, row_len}, x.options());
     at::Tensor res_buf;
     if (!deferred && !engine.packed.defined()) res_buf = at::empty({tile, g.out_channels}, x.options());
-    for (int64_t t = first; t < last; ++t) {
+    for (int64_t t = next_tile.fetch_add(1); t < n_tiles; t = next_tile.fetch_add(1)) {
       const int64_t start = t * tile;
       const int64_t n = std::min(tile, n_active - start);
       const int64_t* idx = ip + start;
@@ -165,13 +172,12 @@ void run_tiles(const at::Tensor& x, const Engine& engine, const at::Tensor& inde
     }
   });
   if (!deferred) return;
-  at::parallel_for(0, n_tiles, 1, [&](int64_t first, int64_t last) {
-    for (int64_t t = first; t < last; ++t) {
-      const int64_t start = t * tile;
-      const int64_t n = std::min(tile, n_active - start);
-      store_rows<scalar_t>(results[t].data_ptr<scalar_t>(), n, ip + start, g, op, os);
-    }
-  });
+  // In place: all tiles have read x; store the rows (a copy of n x Co values, a few percent
+  // of the GEMM's time at most) on this thread, without a second parallel region.
+  for (int64_t t = 0; t < n_tiles; ++t) {
+    const int64_t start = t * tile;
+    store_rows<scalar_t>(results[t].data_ptr<scalar_t>(), std::min(tile, n_active - start), ip + start, g, op, os);
+  }
 }
 
 bool overlaps(const at::Tensor& a, const at::Tensor& b) {
