@@ -65,13 +65,13 @@ void gather_rows(const scalar_t* x, const int64_t* x_stride, const int64_t* inde
   }
 }
 
-// Bias (fp32 copy) and ReLU on a result row, in the accumulation type.
+// Bias (a copy in the accumulation type: float, or double for double) and ReLU on a result row.
 template <typename scalar_t>
-inline void epilogue_row(scalar_t* row, const float* bias, int64_t n, bool relu) {
+inline void epilogue_row(scalar_t* row, const at::opmath_type<scalar_t>* bias, int64_t n, bool relu) {
   using acc_t = at::opmath_type<scalar_t>;
   for (int64_t co = 0; co < n; ++co) {
     acc_t v = static_cast<acc_t>(row[co]);
-    if (bias != nullptr) v += static_cast<acc_t>(bias[co]);
+    if (bias != nullptr) v += bias[co];
     if (relu && v < acc_t(0)) v = acc_t(0);  // NaN passes through, as torch.relu
     row[co] = static_cast<scalar_t>(v);
   }
@@ -104,7 +104,7 @@ struct Engine {
   bool relu = false;
 
   // Result rows for `rows`; `res` is a scratch (n, Co) tensor the mm engine may write into.
-  at::Tensor run(const at::Tensor& rows, at::Tensor res, const float* bias_f) const {
+  at::Tensor run(const at::Tensor& rows, at::Tensor res, const at::Tensor& bias_acc) const {
     if (packed.defined()) {
       static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(
           "mkldnn::_linear_pointwise", "");
@@ -123,7 +123,8 @@ struct Engine {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, res.scalar_type(), "epilogue", [&] {
       scalar_t* rp = res.data_ptr<scalar_t>();
       const int64_t co = res.size(1);
-      for (int64_t i = 0; i < res.size(0); ++i) epilogue_row<scalar_t>(rp + i * co, bias_f, co, relu);
+      const auto* bp = bias_acc.defined() ? bias_acc.data_ptr<at::opmath_type<scalar_t>>() : nullptr;
+      for (int64_t i = 0; i < res.size(0); ++i) epilogue_row<scalar_t>(rp + i * co, bp, co, relu);
     });
     return res;
   }
@@ -131,7 +132,7 @@ struct Engine {
 
 template <typename scalar_t>
 void run_tiles(const at::Tensor& x, const Engine& engine, const at::Tensor& index,
-               const float* bias_f, at::Tensor& out, const Geometry& g, int64_t tile,
+               const at::Tensor& bias_acc, at::Tensor& out, const Geometry& g, int64_t tile,
                bool deferred) {
   const int64_t n_active = index.numel();
   const int64_t row_len = g.taps * g.channels;
@@ -163,7 +164,7 @@ void run_tiles(const at::Tensor& x, const Engine& engine, const at::Tensor& inde
       at::Tensor rows = rows_buf.narrow(0, 0, n);
       at::Tensor scratch = deferred ? (all_res.defined() ? all_res.narrow(0, start, n) : at::Tensor())
                                     : (res_buf.defined() ? res_buf.narrow(0, 0, n) : at::Tensor());
-      at::Tensor res = engine.run(rows, scratch, bias_f);
+      at::Tensor res = engine.run(rows, scratch, bias_acc);
       if (deferred) {
         results[t] = res;
       } else {
@@ -224,15 +225,14 @@ at::Tensor run(at::Tensor out, const at::Tensor& x, const at::Tensor& weight_sha
     n_tiles = ((n_tiles + threads - 1) / threads) * threads;
     tile = std::max<int64_t>(16, (index.numel() + n_tiles - 1) / n_tiles);
   }
-  at::Tensor bias_f;
+  at::Tensor bias_acc;
   if (bias.has_value() && bias->defined()) {
     TORCH_CHECK(bias->numel() == g.out_channels, name, ": bias has ", bias->numel(),
                 " elements, expected ", g.out_channels);
-    bias_f = bias->to(at::kFloat).contiguous();
+    bias_acc = bias->to(at::toOpMathType(x.scalar_type())).contiguous();
   }
-  const float* bp = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "perforated_conv2d_cpu", [&] {
-    run_tiles<scalar_t>(x, engine, index, bp, out, g, tile, deferred);
+    run_tiles<scalar_t>(x, engine, index, bias_acc, out, g, tile, deferred);
   });
   return out;
 }
@@ -271,7 +271,7 @@ at::Tensor perforated_conv2d_packed_cpu_(at::Tensor out, const at::Tensor& x,
                 bias->scalar_type(), " must have the input's dtype ", x.scalar_type());
     engine.bias = bias->contiguous();
   }
-  // Bias and ReLU are fused by oneDNN: the store is a plain copy (no bias_f, relu off there).
+  // Bias and ReLU are fused by oneDNN: the store is a plain copy (no bias_acc).
   return run(out, x, x, out_channels, row_len, engine, index, c10::nullopt, k, dilation, tile,
              "perforated_conv2d_packed_");
 }
