@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -151,8 +152,12 @@ void run_tiles(const at::Tensor& x, const Engine& engine, const at::Tensor& inde
   // shared machine a thread that is descheduled for a while no longer makes the other one
   // wait at the end of the region with half of the work undone.
   std::atomic<int64_t> next_tile{0};
-  const int64_t workers = std::min<int64_t>(n_tiles, std::max<int64_t>(1, at::get_num_threads()));
-  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+  // PAG_PERFORATED_CPU_SERIAL_TILES=1: tiles in order on the calling thread, each GEMM free to
+  // use every thread (an experiment for two-thread scaling; see benchmarks/RESULTS.md).
+  const char* serial_env = std::getenv("PAG_PERFORATED_CPU_SERIAL_TILES");
+  const bool serial = serial_env != nullptr && serial_env[0] == '1';
+  const int64_t workers = serial ? 1 : std::min<int64_t>(n_tiles, std::max<int64_t>(1, at::get_num_threads()));
+  auto work = [&](int64_t, int64_t) {
     at::Tensor rows_buf = at::empty({tile, row_len}, x.options());
     at::Tensor res_buf;
     if (!deferred && !engine.packed.defined()) res_buf = at::empty({tile, g.out_channels}, x.options());
@@ -171,7 +176,12 @@ void run_tiles(const at::Tensor& x, const Engine& engine, const at::Tensor& inde
         store_rows<scalar_t>(res.data_ptr<scalar_t>(), n, idx, g, op, os);
       }
     }
-  });
+  };
+  if (workers == 1) {
+    work(0, 1);  // tiles in order on this thread; each GEMM may use every thread
+  } else {
+    at::parallel_for(0, workers, 1, work);
+  }
   if (!deferred) return;
   // In place: all tiles have read x; store the rows (a copy of n x Co values, a few percent
   // of the GEMM's time at most) on this thread, without a second parallel region.
