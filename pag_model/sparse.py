@@ -1,11 +1,19 @@
 """Sparse inference for PAG models: skipped pixels cost nothing (PAG paper, Figs. 2-3).
 
-`to_perforated(model)` gives every PAG bottleneck a `sparse_conv2` that computes its 3x3
-conv (BatchNorm folded into weight and bias, ReLU fused) only at the gate's active pixels,
-writing Y into a copy of X (Gbar*X + G*Y in one op), and every MultiPool a `sparse_branches`
+`to_perforated(model)` puts the model in channels-last memory format and gives every PAG
+bottleneck a `sparse_conv2` that computes its 3x3 conv (BatchNorm folded into weight and
+bias, ReLU fused) only at the gate's active pixels, and every MultiPool a `sparse_branches`
 that computes, for each pixel, only the branch the pixel selected. The blocks use them in
 eval mode; training keeps the dense, multiplicative path that the straight-through
-estimator needs. `from_perforated(model)` removes them again.
+estimator needs. `from_perforated(model)` removes them again (the model stays channels-last).
+
+On the CPU without autograd the layers run the compiled kernel with a weight packed once
+per layer and dtype (`pag_model.ops.cpu.PackedConv`) and write in place: the block's
+Gbar*X + G*Y is X with Y stored at the active pixels (X, the block's conv1 output, is not
+needed afterwards), and MultiPool's branches store into one output map. No fill copy, no
+zero fill, no layout copy. bf16/fp16 models and `torch.autocast("cpu", torch.bfloat16)` run
+the kernel in the activations' dtype (fp32 accumulation). Elsewhere (CUDA, autograd,
+torch.compile) the functional `perforated_conv2d` runs.
 
 Above some density the dense convolution is faster than the perforated one (gather and
 scatter cost something). Each layer therefore has a threshold: when the active fraction of
@@ -26,6 +34,7 @@ from torch import nn
 from .blocks import PAGBottleneck
 from .multipool import MultiPool
 from .ops import perforated_conv2d, tap_major
+from .ops.cpu import PackedConv, usable
 from .ops.crossover import DEFAULT_DENSITIES, measure_crossover
 
 Threshold = Union[None, float, dict[str, float]]
@@ -44,6 +53,39 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, t
     return (conv.weight * scale[:, None, None, None]).detach(), shift.detach()
 
 
+@torch.no_grad()
+def fold_batchnorms(model: nn.Module) -> int:
+    """Fold every BatchNorm2d that directly follows a Conv2d into it (eval statistics), in place.
+
+    Pairs: attributes convN / bnN of one module (timm bottlenecks, stems) and consecutive
+    Conv2d, BatchNorm2d entries of an nn.Sequential (downsample, heads, MultiPool
+    branches). Each folded BatchNorm2d becomes nn.Identity and its conv gains the bias. An
+    inference-only transform (training statistics are gone); call `to_perforated` first, as
+    it looks for the BatchNorm2d it folds itself. Returns the number of pairs folded.
+    """
+    pairs: list[tuple[nn.Module, str, nn.Conv2d, nn.BatchNorm2d]] = []
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            items = list(module.named_children())
+            for (_, a), (name, b) in zip(items, items[1:]):
+                if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+                    pairs.append((module, name, a, b))
+            continue
+        for name, child in module.named_children():
+            if isinstance(child, nn.BatchNorm2d) and name.startswith("bn"):
+                conv = getattr(module, "conv" + name[2:], None)
+                if isinstance(conv, nn.Conv2d):
+                    pairs.append((module, name, conv, child))
+    for parent, name, conv, bn in pairs:
+        if conv.out_channels != bn.num_features:
+            raise ValueError(f"{name}: BatchNorm2d({bn.num_features}) after a conv with {conv.out_channels} outputs")
+        weight, bias = fold_batchnorm(conv, bn)
+        conv.weight.copy_(weight)
+        conv.bias = nn.Parameter(bias, requires_grad=False)
+        setattr(parent, name, nn.Identity())
+    return len(pairs)
+
+
 class PerforatedConvBNReLU(nn.Module):
     """where(mask, relu(bn(conv(x))), fill) with the conv computed only where mask is true.
 
@@ -52,6 +94,8 @@ class PerforatedConvBNReLU(nn.Module):
         bn: the BatchNorm2d after it (folded in, eval statistics).
         threshold: active fraction above which the dense conv runs instead; None: never.
         name: the layer's name, for error messages and calibration.
+        overwrite_input: with fill None, write the result into x itself where the compiled
+            CPU kernel runs (the caller must not need x afterwards: the PAG block's X).
     """
 
     def __init__(
@@ -60,6 +104,7 @@ class PerforatedConvBNReLU(nn.Module):
         bn: nn.BatchNorm2d,
         threshold: Optional[float] = None,
         name: str = "",
+        overwrite_input: bool = False,
     ) -> None:
         super().__init__()
         k = conv.kernel_size[0]
@@ -79,6 +124,8 @@ class PerforatedConvBNReLU(nn.Module):
         self.dilation = dilation
         self.threshold = threshold
         self.name = name
+        self.overwrite_input = overwrite_input
+        self._packed: Optional[PackedConv] = None  # made on first CPU call (a weight snapshot)
 
     def use_dense(self, mask: torch.Tensor) -> bool:
         """True when the mask's active fraction is above this layer's threshold."""
@@ -86,17 +133,42 @@ class PerforatedConvBNReLU(nn.Module):
 
     def dense(self, x: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
         pad = self.dilation * (self.weight.shape[-1] // 2)
-        y = torch.relu(F.conv2d(x, self.weight, self.bias, padding=pad, dilation=self.dilation))
-        return torch.where(mask[:, None], y, fill)
+        weight, bias = self.weight, self.bias
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+        y = torch.relu_(F.conv2d(x, weight, bias, padding=pad, dilation=self.dilation))
+        return torch.where(mask[:, None], y, fill.to(y.dtype))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, fill: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x (B, C, H, W), mask (B, H, W) bool, fill (B, Co, H, W) or None (= x) -> (B, Co, H, W)."""
-        fill = x if fill is None else fill
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        fill: Optional[torch.Tensor] = None,
+        out: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """x (B, C, H, W), mask (B, H, W) bool, fill (B, Co, H, W) or None (= x) -> (B, Co, H, W).
+
+        out: a (B, Co, H, W) tensor holding `fill` that the compiled CPU kernel may write into
+            in place and return (MultiPool's output map); ignored where it cannot run.
+        """
         if self.use_dense(mask):
-            return self.dense(x, mask, fill)
+            return self.dense(x, mask, x if fill is None else fill)
+        if usable(x):
+            if self._packed is None:
+                self._packed = PackedConv(self.weight, self.bias, self.dilation)
+            if fill is None and self.overwrite_input and x.is_contiguous(memory_format=torch.channels_last):
+                return self._packed.run_into_(x, x, mask, relu=True)
+            if out is None:
+                source = x if fill is None else fill
+                out = source.to(x.dtype).clone(memory_format=torch.channels_last)
+            return self._packed.run_into_(out, x, mask, relu=True)
+        weight, bias, rows = self.weight, self.bias, self.weight_rows
+        if x.dtype != weight.dtype:  # autocast or a model in another dtype than its snapshot
+            weight, bias, rows = weight.to(x.dtype), bias.to(x.dtype), rows.to(x.dtype)
+        fill = None if fill is None else fill.to(x.dtype)
         return perforated_conv2d(
-            x, self.weight, mask, bias=self.bias, dilation=self.dilation, fill=fill, relu=True,
-            weight_rows=self.weight_rows,
+            x, weight, mask, bias=bias, dilation=self.dilation, fill=x if fill is None else fill,
+            relu=True, weight_rows=rows,
         )
 
     def extra_repr(self) -> str:
@@ -142,7 +214,8 @@ class PerforatedMultiPool(nn.Module):
             copy |= index == i
         out = torch.where(copy[:, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
         for i, conv in self.convs.items():
-            out = conv(x, index == int(i), fill=out)
+            # `out` is this method's own map: the CPU kernel stores into it in place.
+            out = conv(x, index == int(i), fill=out, out=out)
         return out
 
 
@@ -245,12 +318,16 @@ def _attach_sparse(saved: list[tuple[nn.Module, str, nn.Module]]) -> None:
 def to_perforated(model: nn.Module, threshold: Threshold = None) -> list[str]:
     """Switch `model` to perforated inference in place (eval mode only); returns layer names.
 
+    The model's 4-D parameters and buffers become channels-last, so its activations are
+    channels-last too (what the CPU kernel gathers from without a copy).
+
     Args:
         model: any module containing PAGBottleneck / MultiPool ("pag" variant) modules.
         threshold: None (always perforated), one density for every layer, or
             {layer name: density or None} as returned by `calibrate_thresholds` (missing: never
             dense).
     """
+    model.to(memory_format=torch.channels_last)
     names = []
     for name, module in model.named_modules():
         if isinstance(module, PAGBottleneck):
@@ -258,8 +335,9 @@ def to_perforated(model: nn.Module, threshold: Threshold = None) -> list[str]:
                 raise ValueError(f"{name}: perforated inference fuses BatchNorm2d + ReLU, got "
                                  f"{type(module.bn2).__name__} + {type(module.act2).__name__}")
             layer = f"{name}.conv2"
+            # overwrite_input: PAGBottleneck._gated_conv2 does not use X after this call.
             module.sparse_conv2 = PerforatedConvBNReLU(
-                module.conv2, module.bn2, _threshold(threshold, layer), name=layer
+                module.conv2, module.bn2, _threshold(threshold, layer), name=layer, overwrite_input=True
             ).to(module.conv2.weight.device)
             names.append(layer)
         elif isinstance(module, MultiPool) and module.variant == "pag":

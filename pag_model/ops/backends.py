@@ -29,7 +29,7 @@ BACKENDS = ("reference", "cpp", "cuda", "triton")
 CPP = CompiledExtension("pag_perforated_cpu", ["perforated_cpu.cpp"], cuda=False)
 CUDA = CompiledExtension("pag_perforated_cuda", ["perforated_cuda.cpp", "perforated_cuda.cu"], cuda=True)
 
-CPP_DTYPES = (torch.float32, torch.float64)
+CPP_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INTERPRET_ENV = "TRITON_INTERPRET"

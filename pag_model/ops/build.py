@@ -131,7 +131,10 @@ class CompiledExtension:
         return cpp_extension.load(
             name=self.name,
             sources=self.sources,
-            extra_cflags=["-O3"],
+            # -fopenmp: at::parallel_for is an inline OpenMP region in torch's headers; without
+            # the flag it silently runs serially in the extension (torch's libgomp is reused).
+            extra_cflags=["-O3"] + ([] if self.cuda else ["-fopenmp"]),
+            extra_ldflags=None if self.cuda else ["-fopenmp"],
             extra_cuda_cflags=["-O3"] if self.cuda else None,
             build_directory=str(build_dir) if build_dir is not None else None,
             with_cuda=self.cuda,

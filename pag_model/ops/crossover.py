@@ -3,8 +3,10 @@
 A perforated conv costs about density x dense plus a gather/scatter overhead, so on some
 layer shapes and machines the dense path (conv everywhere, then `where`) wins near density 1.
 `measure_crossover` times both forms of one layer (conv + bias + ReLU, inactive pixels taken
-from `fill`) on random inputs at a few densities and returns the density at which their
-times cross, or None when the perforated form is faster at every density measured.
+from `fill`) on random channels-last inputs at a few densities, each as inference runs it
+(on the CPU the packed kernel writing into the input in place, `pag_model.ops.cpu`), and
+returns the density at which their times cross, or None when the perforated form is faster
+at every density measured.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from pag_model.ops.cpu import PackedConv, usable
 from pag_model.ops.perforated import perforated_conv2d, tap_major
 
 DEFAULT_DENSITIES = (0.5, 0.7, 0.85, 1.0)
@@ -85,8 +88,12 @@ def measure_crossover(
     out_channels, _, k, _ = weight.shape
     device = weight.device
     x = torch.randn(batch, channels, height, width, generator=gen).to(device, weight.dtype)
-    fill = x if out_channels == channels else torch.zeros(batch, out_channels, height, width, device=device, dtype=weight.dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    fill = x if out_channels == channels else torch.zeros(
+        batch, out_channels, height, width, device=device, dtype=weight.dtype
+    ).contiguous(memory_format=torch.channels_last)
     rows = tap_major(weight)
+    packed = PackedConv(weight, bias, dilation) if usable(x) else None
     pad = dilation * (k // 2)
     results = []
     for density in densities:
@@ -97,6 +104,8 @@ def measure_crossover(
             return torch.where(mask[:, None], y, fill)
 
         def perforated() -> torch.Tensor:
+            if packed is not None:  # in place into fill (x's values drift between calls; times do not)
+                return packed.run_into_(fill, x, mask, relu=True)
             return perforated_conv2d(x, weight, mask, bias=bias, dilation=dilation, fill=fill, relu=True, weight_rows=rows)
 
         results.append((float(density), _best_time(perforated, repeats, device), _best_time(dense, repeats, device)))

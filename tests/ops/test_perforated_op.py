@@ -156,7 +156,7 @@ def test_forced_backend_errors(monkeypatch) -> None:
         perforated_conv2d(x, w, m)
     monkeypatch.setenv(BACKEND_ENV, "cpp")
     with pytest.raises(RuntimeError, match="cpp backend supports"):
-        perforated_conv2d(x.bfloat16(), w.bfloat16(), m)
+        perforated_conv2d(x.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn), m)
 
 
 def test_broken_build_is_reported_and_auto_falls_back(monkeypatch, tmp_path) -> None:
