@@ -34,10 +34,9 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pag_model.ops import BACKEND_ENV, perforated_conv2d, tap_major  # noqa: E402
-from pag_model.ops.reference import active_indices  # noqa: E402
+from pag_model.ops import BACKEND_ENV, perforated_conv2d, tap_major
+from pag_model.ops.reference import active_indices
 
 
 @dataclass(frozen=True)

@@ -31,20 +31,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-# The repository root, so the script runs from a checkout whatever the installed package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pag_model import PAGNet, count_macs  # noqa: E402
-from pag_model.flops import conv_macs_per_pixel  # noqa: E402
-from pag_model.ops import choose_backend  # noqa: E402
-from pag_model.sparse import (  # noqa: E402
+from pag_model import PAGNet, count_macs
+from pag_model.flops import conv_macs_per_pixel
+from pag_model.ops import choose_backend
+from pag_model.sparse import (
     _attach_sparse,
     _detach_sparse,
     calibrate_thresholds,

@@ -7,8 +7,7 @@ gated block. Minimum of 2 timed forwards each. Argument: fp32 or bf16.
     .venv/bin/python benchmarks/inference_split.py bf16
 """
 import sys, time, torch
-from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1])); sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from inference import build, set_density
 from pag_model.sparse import to_perforated, _detach_sparse, _attach_sparse, fold_batchnorms
 from pag_model.blocks import PAGBottleneck

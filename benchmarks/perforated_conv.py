@@ -27,18 +27,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-# The repository root, so the script runs from a checkout whatever the installed package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pag_model.ops import choose_backend, perforated_conv2d, tap_major  # noqa: E402
-from pag_model.ops.cpu import PackedConv, usable  # noqa: E402
+from pag_model.ops import choose_backend, perforated_conv2d, tap_major
+from pag_model.ops.cpu import PackedConv, usable
 
 LAYERS = {"res4": (256, 2), "res5": (512, 4)}
 

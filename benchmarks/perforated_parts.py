@@ -7,9 +7,7 @@ tiles (what the kernel calls, without gather or store), and building the index l
 
     .venv/bin/python benchmarks/perforated_parts.py
 """
-import sys, time, torch, torch.nn.functional as F
-from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import time, torch, torch.nn.functional as F
 from pag_model.ops.cpu import PackedConv
 from pag_model.ops.reference import active_indices
 torch.set_num_threads(1)

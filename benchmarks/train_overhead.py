@@ -24,11 +24,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from pipelines.config import load_config  # noqa: E402
+from pipelines.config import load_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 STAGE = "gate-res4-5"
