@@ -30,6 +30,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .blocks import PAGBottleneck
 from .multipool import MultiPool
@@ -41,19 +42,14 @@ Threshold = Union[None, float, dict[str, float]]
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight (Co, C, k, k) and bias (Co,) of conv followed by bn in eval (running statistics)."""
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    if conv.bias is not None:
-        shift = shift + conv.bias * scale
-    return (conv.weight * scale[:, None, None, None]).detach(), shift.detach()
+    """Weight (Co, C, k, k) and bias (Co,) of conv followed by bn in eval (running statistics),
+    through torch's own `fuse_conv_bn_weights`."""
+    weight, bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+    )
+    return weight.detach(), bias.detach()
 
 
-@torch.no_grad()
 def fold_batchnorms(model: nn.Module) -> int:
     """Fold every BatchNorm2d that directly follows a Conv2d into it (eval statistics), in place.
 
