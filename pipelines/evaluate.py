@@ -2,7 +2,7 @@
 
     python -m pipelines.evaluate --model runs/demo/.../checkpoint_00000080 \
         --data demo_out/shards/nyuv2 --split test --out eval_out
-    python -m pipelines.evaluate --model models:/pag-demo@champion --tracking-uri ... ...
+    python -m pipelines.evaluate --model models:/pag-demo@demo-champion --tracking-uri ... ...
 
 The model is a checkpoint directory written by the training loop, or a registered model
 URI (`models:/NAME@ALIAS`, `models:/NAME/VERSION`). Evaluation reads the shards directly

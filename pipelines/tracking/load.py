@@ -1,7 +1,7 @@
 """Loading a trained PAGNet: a checkpoint directory, an exported model, or an MLflow model URI.
 
     load_model("runs/demo/.../checkpoint_00000080")              # a training checkpoint
-    load_model("models:/pag-demo@champion", tracking_uri=...)    # a registered version by alias
+    load_model("models:/pag-demo@demo-champion", tracking_uri=...)    # a registered version by alias
     load_model("models:/pag-demo/3", tracking_uri=...)           # ... or by version number
     load_model("runs:/<run_id>/model", tracking_uri=...)         # a logged model
 
