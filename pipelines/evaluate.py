@@ -2,7 +2,7 @@
 
     python -m pipelines.evaluate --model runs/demo/.../checkpoint_00000080 \
         --data demo_out/shards/nyuv2 --split test --out eval_out
-    python -m pipelines.evaluate --model models:/pag-demo@champion --tracking-uri ... ...
+    python -m pipelines.evaluate --model models:/pag-demo@demo-champion --tracking-uri ... ...
 
 The model is a checkpoint directory written by the training loop, or a registered model
 URI (`models:/NAME@ALIAS`, `models:/NAME/VERSION`). Evaluation reads the shards directly
@@ -24,6 +24,7 @@ from pipelines.datasets import shards
 from pipelines.datasets.eval_reader import eval_batches
 from pipelines.scoring import evaluate_model
 from pipelines.tracking.load import load_model
+from pipelines.tracking.redaction import describe_error, redact_text
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -36,10 +37,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max-images", type=int, default=0, help="0 = the whole split")
     args = parser.parse_args(argv)
     try:
+        return _evaluate(args)
+    except Exception as err:  # one redacted line per cause, never a traceback with credentials
+        print(f"error: {describe_error(err)}", file=sys.stderr)
+        return 1
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    try:
         manifest = shards.read_manifest(args.data)
+        shards.split_files(args.data, args.split, manifest)  # a bad --split, before any model is read
         net = load_model(args.model, args.tracking_uri)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (FileNotFoundError, ValueError) as err:  # ShardError is a ValueError
+        print(f"error: {redact_text(str(err))}", file=sys.stderr)
         return 2
     tasks = tuple(net.tasks)
     metrics = evaluate_model(

@@ -5,6 +5,7 @@
     ray job submit --working-dir . -- python pipelines/sweep.py --config configs/X.yaml
 
 The sweep itself is `pipelines.sweeps.run`; resubmitting the same sweep id resumes it.
+Errors are one line per cause on stderr with credentials masked, never a traceback.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pipelines.cluster import init_ray
 from pipelines.config import ConfigError, load_sweep_config
 from pipelines.sweeps.publish import summary_table
 from pipelines.sweeps.run import SweepInterrupted, preflight_sweep, run_sweep
-from pipelines.tracking.redaction import redact_text
+from pipelines.tracking.redaction import describe_error, redact_text
 from pipelines.train.curriculum import check_resources
 
 
@@ -30,6 +31,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--tracking-uri", default=None, help="MLflow server (default: SQLite in the storage dir)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except Exception as err:  # one redacted line per cause: a traceback would print credentials
+        print(f"error: {describe_error(err)}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     overrides = list(args.set)
     if args.sweep_id:
         overrides.append(f"sweep.sweep_id={args.sweep_id}")
@@ -39,17 +48,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pipeline, sweep = load_sweep_config(args.config, overrides)
         preflight_sweep(pipeline, sweep)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact_text(str(err))}", file=sys.stderr)
         return 2
     local = init_ray(args.address)
     try:
         check_resources(pipeline, ray.cluster_resources(), autoscaling=not local)
         result = run_sweep(pipeline, sweep)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact_text(str(err))}", file=sys.stderr)
         return 2
     except SweepInterrupted as err:
-        print(f"interrupted: {err}", file=sys.stderr)
+        print(f"interrupted: {redact_text(str(err))}", file=sys.stderr)
         return 130
     print(summary_table(result))
     print(f"registered model {result.registered_model}: aliases {result.aliases}")

@@ -148,7 +148,7 @@ class TrackingConfig:
         registered_model: Model Registry name for the front's models.
         front_metric: metric that ranks the Pareto front (higher is better).
         budget: multiply-add budget as a fraction of the dense model; the best front model
-            within it gets the `champion` alias.
+            within it gets the `<pipeline_id>-champion` alias.
     """
 
     tracking_uri: Optional[str] = None

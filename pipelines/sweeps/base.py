@@ -22,6 +22,7 @@ from pipelines.checkpoint import STATE_FILE, save_state
 from pipelines.config import ConfigError, PipelineConfig, SweepConfig, load_config
 from pipelines.datasets import storage
 from pipelines.tracking.load import load_model
+from pipelines.tracking.redaction import redact_text
 from pipelines.train.stages import read_record
 
 
@@ -77,7 +78,9 @@ def _registered_checkpoint(uri: str, pipeline: PipelineConfig, tracking_uri: str
     try:
         net = load_model(uri, tracking_uri)
     except Exception as err:  # MlflowException for a missing name/alias/version
-        raise ConfigError(f"sweep.base={uri!r}: cannot load it from {tracking_uri}: {err}") from err
+        raise ConfigError(
+            f"sweep.base={uri!r}: cannot load it from {redact_text(tracking_uri)}: {redact_text(str(err))}"
+        ) from None
     state = {
         "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "model_config": pipeline.to_dict()["model"],

@@ -13,6 +13,13 @@ What is masked, by the value's context:
 - the literal value of every secret-looking environment variable (AWS_SECRET_ACCESS_KEY,
   AWS_SESSION_TOKEN, MLFLOW_TRACKING_PASSWORD, RAY_AUTH_TOKEN, ...) wherever it appears,
   read at call time; values shorter than `MIN_LITERAL_LEN` are left to the rules above.
+  Variables that hold a path, not a secret, are not literals: `PWD` and `OLDPWD` (the
+  shell's working directories, whose name only looks like "password"), and any value that is
+  an existing absolute path (`GOOGLE_APPLICATION_CREDENTIALS=/keys/sa.json` names where a
+  secret lives). Redaction masks credentials, never paths.
+
+`describe_error(err)` is what the entry points print instead of a traceback: one line per
+exception of the chain (`raise ... from ...` and the context), each redacted.
 
 The mask is `MASK` ("***"), so a redacted config still shows which keys were set.
 """
@@ -66,11 +73,37 @@ def is_secret_key(key: str) -> bool:
     return any(pair in _SECRET_PAIRS for pair in zip(words, words[1:]))
 
 
+# Environment variables whose name looks secret but whose value is a directory.
+_PATH_VARIABLES = frozenset({"PWD", "OLDPWD"})
+
+
 def env_secrets(environ: Optional[Mapping[str, str]] = None) -> list[str]:
-    """Values of secret-looking environment variables, longest first (at least MIN_LITERAL_LEN)."""
+    """Values of secret-looking environment variables, longest first (at least MIN_LITERAL_LEN);
+    working directories and existing absolute paths are not secrets."""
     env = os.environ if environ is None else environ
-    found = {v for k, v in env.items() if is_secret_key(k) and len(v) >= MIN_LITERAL_LEN}
+    found = {
+        v
+        for k, v in env.items()
+        if is_secret_key(k) and len(v) >= MIN_LITERAL_LEN and k not in _PATH_VARIABLES and not _is_path(v)
+    }
     return sorted(found, key=len, reverse=True)
+
+
+def _is_path(value: str) -> bool:
+    return value.startswith("/") and os.path.exists(value)
+
+
+def describe_error(err: BaseException) -> str:
+    """`Type: message` for `err` and every exception it was raised from, one per line, redacted."""
+    lines, seen = [], set()
+    current: Optional[BaseException] = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = " ".join(str(current).split()) or "(no message)"
+        prefix = "" if current is err else "  caused by "
+        lines.append(f"{prefix}{type(current).__name__}: {redact_text(text)}")
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return "\n".join(lines)
 
 
 def redact_text(text: str, extra_secrets: Iterable[str] = ()) -> str:
@@ -139,4 +172,4 @@ def _mask_assignments(text: str) -> str:
     parts.append(text[pos:])
     return "".join(parts)
 
-__all__ = ["MASK", "env_secrets", "is_secret_key", "key_words", "redact", "redact_text"]
+__all__ = ["MASK", "describe_error", "env_secrets", "is_secret_key", "key_words", "redact", "redact_text"]

@@ -8,7 +8,7 @@
   training iteration as step; artifacts are the resolved config, metrics JSON and PNGs.
 - Models are logged as files that load without running code (safetensors weights and the
   JSON settings that rebuild the network, `pipelines.checkpoint.export_model`); the registry
-  gets versions with aliases (`rho-0_5`, `champion`) and tags (multiply-adds, metrics,
+  gets versions with aliases (`<pipeline_id>-<stage>`, `<pipeline_id>-champion`) and tags (multiply-adds, metrics,
   stage, pipeline id). Only MLflow's client API is used: no process-wide MLflow state.
 - With no tracking URI the store is a SQLite file in the run directory, artifacts beside it.
 """
@@ -31,6 +31,7 @@ from pipelines.tracking.scope import quiet_run_urls
 TAG_PIPELINE = "pag_pipeline_id"
 TAG_KIND = "pag_kind"
 TAG_STAGE = "pag_stage"
+TAG_ARCHIVED = "pag_restarted_as"
 PARENT_TAG = "mlflow.parentRunId"
 _PARAMS_PER_BATCH = 100
 _METRICS_PER_BATCH = 1000
@@ -178,6 +179,25 @@ class Tracker:
         for alias in aliases:
             self.client.set_registered_model_alias(name, alias, version)
         return str(version)
+
+    def archive_pipeline(self, pipeline_id: str, suffix: str, registered_model: str) -> int:
+        """Start a pipeline id afresh in MLflow: its runs (parent and stages) and its versions
+        of `registered_model` are re-tagged `pag_pipeline_id=<pipeline_id>.<suffix>` (and
+        `pag_restarted_as`), so they stay readable but are no longer found and continued.
+        Returns how many runs and versions were re-tagged."""
+        archived = f"{pipeline_id}.{suffix}"
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{TAG_PIPELINE}` = '{pipeline_id}'")
+        for run in runs:
+            self.client.set_tag(run.info.run_id, TAG_PIPELINE, archived)
+            self.client.set_tag(run.info.run_id, TAG_ARCHIVED, archived)
+        versions = 0
+        if self.client.search_registered_models(f"name = '{registered_model}'"):
+            for mv in self.client.search_model_versions(f"name = '{registered_model}'"):
+                if mv.tags.get(TAG_PIPELINE) == pipeline_id:
+                    self.client.set_model_version_tag(registered_model, mv.version, TAG_PIPELINE, archived)
+                    self.client.set_model_version_tag(registered_model, mv.version, TAG_ARCHIVED, archived)
+                    versions += 1
+        return len(runs) + versions
 
     def _find(self, tags: dict[str, str]) -> Optional[str]:
         clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]

@@ -5,7 +5,8 @@ gate) runs in `preflight`, before any worker starts. Then, per stage: skip it if
 record exists, else train it (resuming its latest checkpoint), evaluate the final
 checkpoint, log metrics, PNGs and the model to the stage's child run, and write the record.
 At the end: the Pareto front of the rho stages on the parent run, the front's models in the
-registry with `rho-*` aliases and `champion` (best within the budget).
+registry with per-pipeline aliases `<pipeline_id>-<stage>` and `<pipeline_id>-champion` (best
+within the budget).
 """
 from __future__ import annotations
 
@@ -16,16 +17,19 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from pag_model import MACRO_BLOCKS
-from pag_model.tasks import eval_fields, target_fields
+from pag_model.tasks import TASKS, eval_fields, target_fields
 from pipelines.atomic import write_json
 from pipelines.checkpoint import as_checkpoint, build_model, load_checkpoint_model
 from pipelines.config import ConfigError, PipelineConfig
 from pipelines.datasets import shards
 from pipelines.datasets.eval_reader import eval_batches
+from pipelines.datasets.shard_check import check_split_shards
 from pipelines.scoring import evaluate_model
 from pipelines.tracking.front import FrontPoint, champion, pareto_front, plot_front
 from pipelines.tracking.publish import publish_front
+from pipelines.tracking.redaction import describe_error, redact_text
 from pipelines.tracking.tracker import Tracker, default_tracking_uri
+from pipelines.train.recorded import check_recorded, write_recorded
 from pipelines.train.stages import (
     StageError,
     StageRecord,
@@ -50,7 +54,8 @@ class PipelineResult:
 
 
 def preflight(config: PipelineConfig) -> None:
-    """Fail before any worker starts: data present with non-empty splits, blocks gateable.
+    """Fail before any worker starts: data present with non-empty splits and whole shard
+    files, `tracking.front_metric` a metric of the model's tasks, blocks gateable.
 
     Raises:
         ConfigError naming the key and value at fault.
@@ -73,6 +78,9 @@ def preflight(config: PipelineConfig) -> None:
             eval_fields(config.model.tasks, manifest["splits"][data.eval_split]["fields"])
         except ValueError as err:  # a benchmark field (e.g. BSDS's annotators) the split lacks
             raise ConfigError(f"data.eval_split={data.eval_split!r} of {data.uri}: {err}") from err
+        check_front_metric(config, manifest["splits"][data.eval_split]["fields"])
+        for split in dict.fromkeys([*data.train_split.split("+"), data.eval_split]):
+            check_split_shards(data.uri, split, manifest)
     except shards.ShardError as err:
         raise ConfigError(f"data.uri={data.uri!r}: {err}") from err
     classes = len(manifest["class_names"])
@@ -94,6 +102,31 @@ def preflight(config: PipelineConfig) -> None:
                 f"stages.{stage.name}.gated={list(stage.gated)}: {config.model.backbone} has no stride-1 "
                 f"bottleneck to gate in {empty}"
             )
+
+
+def front_metrics(tasks: Sequence[str], eval_split_fields: Sequence[str]) -> list[str]:
+    """The task metrics the library evaluation reports for `tasks` on a split with these
+    fields (`<task>/<name>`, names from each task meter's KEYS; Cityscapes' instance metrics
+    only where the split has instance ids)."""
+    names = []
+    for task in tasks:
+        meter = TASKS[task].meter
+        keys = list(meter.KEYS.values())
+        if "instances" in eval_split_fields:
+            keys += list(getattr(meter, "CITYSCAPES_KEYS", {}).values())
+        names += [f"{task}/{key}" for key in keys]
+    return names
+
+
+def check_front_metric(config: PipelineConfig, eval_split_fields: Sequence[str]) -> None:
+    """ConfigError unless `tracking.front_metric` is a metric the evaluation produces for the
+    model's tasks (found before training, not when the front is published)."""
+    allowed = front_metrics(config.model.tasks, eval_split_fields)
+    if config.tracking.front_metric not in allowed:
+        raise ConfigError(
+            f"tracking.front_metric={config.tracking.front_metric!r}: not a metric of model.tasks="
+            f"{list(config.model.tasks)} on split {config.data.eval_split!r}; one of {allowed}"
+        )
 
 
 def check_resources(config: PipelineConfig, cluster: dict[str, float], autoscaling: bool) -> None:
@@ -124,13 +157,36 @@ def check_resources(config: PipelineConfig, cluster: dict[str, float], autoscali
         )
 
 
+def open_tracker(config: PipelineConfig) -> Tracker:
+    """The pipeline's MLflow tracker (connecting to the server: call it before Ray starts).
+
+    Raises:
+        ConfigError naming the (redacted) tracking URI when MLflow cannot be reached.
+    """
+    tracking_uri = config.tracking.tracking_uri or default_tracking_uri(config.storage_path)
+    try:
+        return Tracker(tracking_uri, config.tracking.experiment)
+    except Exception as err:  # MlflowException, requests' ConnectionError, sqlalchemy's errors
+        first = describe_error(err).splitlines()[0]
+        raise ConfigError(f"tracking.tracking_uri={redact_text(tracking_uri)!r}: cannot reach MLflow ({first})") from None
+
+
 def run_pipeline(
     config: PipelineConfig,
     progress: Callable[[str], None] = print,
+    tracker: Optional[Tracker] = None,
 ) -> PipelineResult:
-    """Run (or continue) every stage, then publish the front and register its models."""
-    tracking_uri = config.tracking.tracking_uri or default_tracking_uri(config.storage_path)
-    tracker = Tracker(tracking_uri, config.tracking.experiment)
+    """Run (or continue) every stage, then publish the front and register its models.
+
+    The parent run ends FINISHED, or FAILED when a stage or the publishing fails.
+
+    Raises:
+        ConfigMismatch: the pipeline id was started with another config (`recorded`).
+    """
+    check_recorded(config)
+    tracker = tracker or open_tracker(config)
+    write_recorded(config)
+    tracking_uri = tracker.tracking_uri
     parent = tracker.parent_run(config.pipeline_id, config.to_dict())
     records: list[StageRecord] = []
     png_dirs: dict[str, str] = {}
@@ -159,7 +215,11 @@ def run_pipeline(
         progress(f"{head}: done in {time.monotonic() - start:.0f}s: {_summary(record.metrics)}")
         records.append(record)
         prev = record
-    points, best, versions = _publish(config, tracker, parent, records)
+    try:
+        points, best, versions = _publish(config, tracker, parent, records)
+    except BaseException:
+        tracker.finish(parent, "FAILED")
+        raise
     tracker.finish(parent)
     return PipelineResult(records, pareto_front(points), best, tracking_uri, parent, png_dirs, versions)
 
@@ -211,13 +271,26 @@ def _publish(
         return [], None, {}
     budget = config.tracking.budget * max(p.extra["dense_macs"] for p in points)
     best = champion(points, budget)
-    aliases = {p.name: [f"rho-{p.extra['rho']:g}".replace(".", "_")] for p in points}
+    aliases = {p.name: [stage_alias(config.pipeline_id, p.name)] for p in points}
     if best is not None:
-        aliases[best.name].append("champion")
+        aliases[best.name].append(champion_alias(config.pipeline_id))
     versions = publish_front(
         tracker, parent, points, metric, plot_front, config.tracking.registered_model, config.pipeline_id, points, aliases
     )
     return points, best, versions
+
+
+def stage_alias(pipeline_id: str, stage: str) -> str:
+    """Registry alias of a stage's version: `<pipeline_id>-<stage>` (both are letters, digits,
+    - and _, what MLflow aliases allow), unique per point even when two stages share a rho and
+    when pipelines share a registered-model name."""
+    return f"{pipeline_id}-{stage}"
+
+
+def champion_alias(pipeline_id: str) -> str:
+    """`<pipeline_id>-champion`: each pipeline's own champion, so pipelines that register
+    into the same model name never move each other's."""
+    return f"{pipeline_id}-champion"
 
 
 def _summary(metrics: dict[str, float]) -> str:

@@ -116,6 +116,7 @@ def train_stage(
 
 
     stage = config.stages[index]
+    check_resume_checkpoint(config, index)
     scaling = config.scaling
     marker = storage.join(pipeline_root(config), "stages", f"{stage.name}.nonfinite.json")
     _remove(marker)
@@ -169,6 +170,59 @@ def train_stage(
             f"with checkpoint {last_good}"
         )
     return StageRecord(stage.name, index, last_good, stage.iterations, run_id)
+
+
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's list of a run's checkpoints
+
+
+def check_resume_checkpoint(config: PipelineConfig, index: int) -> Optional[str]:
+    """The checkpoint an unfinished stage will resume from, checked before Ray Train reads it.
+
+    Ray Train resumes a run from the latest checkpoint its snapshot names; a torn `state.pt`
+    there (a full disk, a copy cut short) would fail every worker restart and end the stage
+    with a misleading "failed after N restart(s)". The check: the snapshot parses, the
+    checkpoint directory exists, and its `state.pt` is a whole archive (the zip directory at
+    its end reads: one small read, no tensor is loaded). Returns the checkpoint URI, or
+    None when the stage has no run yet.
+
+    Raises:
+        StageError naming the file, what is wrong and how to recover.
+    """
+    import zipfile
+
+    from pipelines.checkpoint import STATE_FILE
+
+    stage = config.stages[index]
+    run_dir = storage.join(pipeline_root(config), run_name(config.pipeline_id, index, stage))
+    snapshot = storage.join(run_dir, SNAPSHOT_FILE)
+    if not storage.exists(snapshot):
+        return None
+    recover = (
+        f"to recover, delete the directory {run_dir}: stage {stage.name!r} then trains again from its start "
+        "(earlier stages are kept; Ray Train cannot skip one checkpoint of a run)"
+    )
+    try:
+        latest = json.loads(storage.read_bytes(snapshot)).get("latest_checkpoint_result")
+    except ValueError as err:
+        raise StageError(f"stage {stage.name!r}: {snapshot} is not readable JSON ({err}); {recover}") from None
+    if not latest:
+        return None
+    checkpoint = storage.join(run_dir, latest["checkpoint_dir_name"])
+    state = storage.join(checkpoint, STATE_FILE)
+    if not storage.exists(state):
+        raise StageError(
+            f"stage {stage.name!r}: the checkpoint to resume from, {checkpoint}, has no {STATE_FILE}; {recover}"
+        )
+    fs, path = storage.filesystem(state)
+    try:
+        with fs.open_input_file(path) as handle:
+            zipfile.ZipFile(handle).close()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise StageError(
+            f"stage {stage.name!r}: the checkpoint to resume from is torn: {state} is not a whole "
+            f"torch archive ({err}); {recover}"
+        ) from None
+    return checkpoint
 
 
 def _remove(uri: str) -> None:

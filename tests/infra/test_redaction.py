@@ -97,3 +97,42 @@ def test_short_environment_values_are_not_replaced_literally(monkeypatch):
 
 def test_extra_secrets_and_tuples():
     assert redact(("a-known-secret", 1), extra_secrets=["a-known-secret"]) == (MASK, 1)
+
+
+def test_working_directory_is_not_a_secret(monkeypatch, tmp_path):
+    # The shell's PWD ("pwd" reads like "password") made every logged path `***/demo_out/...`.
+    work = tmp_path / "checkout"
+    work.mkdir()
+    monkeypatch.setenv("PWD", str(work))
+    monkeypatch.setenv("OLDPWD", str(tmp_path))
+    path = f"{work}/demo_out/shards/nyuv2"
+    assert redact_text(path) == path
+    assert redact({"data": {"uri": path}}) == {"data": {"uri": path}}
+
+
+def test_a_path_to_a_credentials_file_is_kept_but_a_secret_value_is_not(monkeypatch, tmp_path):
+    key_file = tmp_path / "service-account.json"
+    key_file.write_text("{}")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    monkeypatch.setenv("DB_PWD", "s3cr3t-db-passw0rd")
+    assert redact_text(f"creds at {key_file}") == f"creds at {key_file}"
+    assert redact_text("connect with s3cr3t-db-passw0rd") == "connect with ***"
+
+
+def test_describe_error_redacts_every_exception_of_the_chain():
+    from pipelines.tracking.redaction import describe_error
+
+    uri = "http://alice:hunter2-pw@mlflow.internal:5000"
+    try:
+        try:
+            raise ConnectionError(f"Max retries exceeded with url: {uri}/api/2.0/mlflow/experiments/get")
+        except ConnectionError as inner:
+            raise RuntimeError(f"API request to {uri} failed") from inner
+    except RuntimeError as outer:
+        text = describe_error(outer)
+    assert "hunter2-pw" not in text
+    assert text.splitlines() == [
+        "RuntimeError: API request to http://alice:***@mlflow.internal:5000 failed",
+        "  caused by ConnectionError: Max retries exceeded with url: "
+        "http://alice:***@mlflow.internal:5000/api/2.0/mlflow/experiments/get",
+    ]

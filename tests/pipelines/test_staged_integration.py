@@ -91,10 +91,10 @@ def test_pipeline_tracks_registers_and_skips_finished_stages(local_ray, shards, 
     assert sorted(loss_steps) == [1, 2]
 
     # One registered version (the only rho stage), both aliases on it, tags on it.
-    mv = client.get_model_version_by_alias(name, "champion")
-    assert client.get_model_version_by_alias(name, "rho-0_5").version == mv.version
+    mv = client.get_model_version_by_alias(name, "it1-champion")
+    assert client.get_model_version_by_alias(name, "it1-rho-0_5").version == mv.version
     assert mv.tags["pag_stage"] == "rho-0_5" and float(mv.tags["macs"]) > 0
-    served = load_model(f"models:/{name}@champion", mlflow_server.uri)
+    served = load_model(f"models:/{name}@it1-champion", mlflow_server.uri)
     rho_record = result.records[1]
     reference = load_model(rho_record.checkpoint)  # the checkpoint's own weights
     x = torch.randn(1, 3, 48, 64)
