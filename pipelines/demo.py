@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pipelines.cluster import init_ray
+from pipelines.cluster import describe, init_ray
 from pipelines.config import ConfigError, PipelineConfig, load_config
 from pipelines.datasets.convert import convert
 from pipelines.datasets.write_formats import write_dataset
 from pipelines.train.curriculum import front_table, preflight, run_pipeline
+from pipelines.train.progress import RESUME_HINT, ProgressConsole
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 SCENES = {"train": 192, "test": 16}
@@ -81,9 +82,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    init_ray(None)
+    session = init_ray(None, worker_logs=False)
+    if describe(session):
+        print(f"[demo] {describe(session)}")
     print(f"[demo] {len(config.stages)} stages, {config.scaling.num_workers} CPU workers; progress below")
-    result = run_pipeline(config, progress=lambda line: print(f"[demo] {line}", flush=True))
+    try:
+        with ProgressConsole(prefix="[demo] ") as console:
+            result = run_pipeline(config, progress=console.line)
+    except (KeyboardInterrupt, SystemExit):  # Ray Train's Ctrl-C handler ends with sys.exit
+        print(f"[demo] {RESUME_HINT}", file=sys.stderr)
+        return 130
     print()
     print(front_table(result, config))
     if result.champion is not None:

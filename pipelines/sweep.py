@@ -41,7 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    local = init_ray(args.address)
+    local = init_ray(args.address).started_local
     try:
         check_resources(pipeline, ray.cluster_resources(), autoscaling=not local)
         result = run_sweep(pipeline, sweep)
