@@ -216,7 +216,7 @@ class ProgressConsole:
             return
         with self.drain_lock:
             try:
-                events = ray.get(inbox.drain.remote(), timeout=30)
+                events = ray.get(inbox.drain.remote(), timeout=5)
             except (ray.exceptions.RayError, TimeoutError):
                 return  # Ray is going down (Ctrl-C): these lines are lost, training is not
             for event in events:
