@@ -21,11 +21,13 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pipelines.cluster import init_ray
+from pipelines.cluster import describe, init_ray
 from pipelines.config import ConfigError, PipelineConfig, load_config
 from pipelines.datasets.convert import convert
 from pipelines.datasets.write_formats import write_dataset
-from pipelines.train.curriculum import front_table, preflight, run_pipeline
+from pipelines.train.curriculum import champion_alias, front_table, preflight, run_pipeline
+from pipelines.train.progress import RESUME_HINT, ProgressConsole
+from pipelines.train.recorded import check_recorded
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 SCENES = {"train": 192, "test": 16}
@@ -78,18 +80,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = demo_config(out, args.set)
         preflight(config)
+        check_recorded(config)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    init_ray(None)
+    session = init_ray(None, worker_logs=False)
+    if describe(session):
+        print(f"[demo] {describe(session)}")
     print(f"[demo] {len(config.stages)} stages, {config.scaling.num_workers} CPU workers; progress below")
-    result = run_pipeline(config, progress=lambda line: print(f"[demo] {line}", flush=True))
+    try:
+        with ProgressConsole(prefix="[demo] ") as console:
+            result = run_pipeline(config, progress=console.line)
+    except (KeyboardInterrupt, SystemExit):  # Ray Train's Ctrl-C handler ends with sys.exit
+        print(f"[demo] {RESUME_HINT}", file=sys.stderr)
+        return 130
     print()
     print(front_table(result, config))
     if result.champion is not None:
         print(f"champion (best {config.tracking.front_metric} within {config.tracking.budget:.0%} of dense "
               f"multiply-adds): {result.champion.name}, registered as "
-              f"models:/{config.tracking.registered_model}@champion")
+              f"models:/{config.tracking.registered_model}@{champion_alias(config.pipeline_id)}")
     ponder = ponder_summary(result)
     if ponder:
         print("ponder maps (gated layers computing per pixel), within 8 px of a label change vs elsewhere:")

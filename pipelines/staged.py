@@ -5,7 +5,9 @@
     ray job submit --working-dir . -- python pipelines/staged.py --config configs/X.yaml
 
 Without a cluster a local Ray starts itself; under `ray job submit` (RAY_ADDRESS set) the
-job's cluster is used. The curriculum itself is `pipelines.train.curriculum`.
+job's cluster is used. The curriculum itself is `pipelines.train.curriculum`. The console shows
+the stages and rank 0's progress (`pipelines.train.progress`); Ray's own logs stay in its
+session directory, named once at the start. Ctrl-C stops; the same command resumes.
 
 Re-running a pipeline id continues it; its config must match the recorded one
 (`pipelines.train.recorded`). `--restart` starts the id afresh: the old records and
@@ -24,7 +26,7 @@ from typing import Optional, Sequence
 
 import ray
 
-from pipelines.cluster import init_ray
+from pipelines.cluster import describe, init_ray
 from pipelines.config import ConfigError, load_config
 from pipelines.tracking.redaction import describe_error, redact_text
 from pipelines.train.curriculum import (
@@ -34,6 +36,7 @@ from pipelines.train.curriculum import (
     preflight,
     run_pipeline,
 )
+from pipelines.train.progress import RESUME_HINT, ProgressConsole
 from pipelines.train.recorded import archive, check_recorded
 from pipelines.train.stages import StageError
 
@@ -74,17 +77,23 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {redact_text(str(err))}", file=sys.stderr)
         return 2
-    local = init_ray(args.address)
+    session = init_ray(args.address, worker_logs=False)
     try:
-        check_resources(config, ray.cluster_resources(), autoscaling=not local)
+        check_resources(config, ray.cluster_resources(), autoscaling=not session.started_local)
     except ConfigError as err:
         print(f"error: {redact_text(str(err))}", file=sys.stderr)
         return 2
+    if describe(session):
+        print(describe(session), flush=True)
     try:
-        result = run_pipeline(config, tracker=tracker)
+        with ProgressConsole() as console:
+            result = run_pipeline(config, progress=console.line, tracker=tracker)
     except StageError as err:
         print(f"error: {redact_text(str(err))}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, SystemExit):  # Ray Train's Ctrl-C handler ends with sys.exit
+        print(RESUME_HINT, file=sys.stderr)
+        return 130
     print(front_table(result, config))
     print(f"MLflow: {redact_text(result.tracking_uri)} (parent run {result.parent_run_id})")
     return 0

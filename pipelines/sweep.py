@@ -50,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {redact_text(str(err))}", file=sys.stderr)
         return 2
-    local = init_ray(args.address)
+    local = init_ray(args.address).started_local
     try:
         check_resources(pipeline, ray.cluster_resources(), autoscaling=not local)
         result = run_sweep(pipeline, sweep)

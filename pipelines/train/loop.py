@@ -10,6 +10,8 @@ Checkpoints (a directory with `state.pt`, written through `ray.train.report`, so
 them atomic) hold the model, optimizer, scheduler, iteration, tau schedule, the MLflow run
 id and the model/stage settings needed to rebuild the network. A non-finite loss stops every
 worker at the same iteration and reports `nonfinite_loss`; the last good checkpoint stays.
+The loop prints nothing: rank 0 sends its progress to the driver's console
+(`pipelines.train.progress`), which shows it once.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from pipelines.datasets.eval_reader import eval_batches
 from pipelines.datasets.ray_pipeline import TorchCollate
 from pipelines.scoring import evaluate_model
 from pipelines.tracking.tracker import RankZeroLogger
+from pipelines.train.progress import Progress, ProgressSender, Resumed
 
 
 def poly_scheduler(optimizer: torch.optim.Optimizer, iterations: int, power: float) -> Any:
@@ -93,6 +96,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     shard = ray.train.get_dataset_shard("train")
     logger = RankZeroLogger(config.get("tracking_uri"), run_id, rank)
+    console = ProgressSender(rank)
     use_bf16 = bool(train["bf16"]) and device.type == "cuda"
     tasks = tuple(model_cfg["tasks"])
     window: list[float] = []
@@ -100,6 +104,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     steady = SteadyTimer(start_iteration=it)
     if state:
         logger.log_metrics({"train/resumed_from": it}, it)
+        console.send(Resumed(stage["name"], it))
 
     while it < iterations:
         model.train()
@@ -114,27 +119,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 return
             sgd_step(loss, optimizer, scheduler)
             it += 1
-            window.append(float(loss))
+            window.append(float(loss.detach()))
             steady.tick(it)
 
             if it % train["log_every"] == 0 or it == iterations:
                 now = time.perf_counter()
                 metrics = {
                     "train/loss": sum(window) / len(window),
-                    "train/sparsity_loss": float(loss_sparse),
+                    "train/sparsity_loss": float(loss_sparse.detach()),
                     "train/lr": scheduler.get_last_lr()[0],
                     "train/tau": tau.value(it),
                     "train/sec_per_iter": (now - tick) / len(window),
-                    **{f"train/loss_{k}": float(v) for k, v in parts.items()},
-                    **{f"train/density/{k}": float(v.mean()) for k, v in densities.items()},
+                    **{f"train/loss_{k}": float(v.detach()) for k, v in parts.items()},
+                    **{f"train/density/{k}": float(v.detach().mean()) for k, v in densities.items()},
                 }
                 logger.log_metrics(metrics, it)
-                if rank == 0:
-                    print(
-                        f"[{stage['name']}] iteration {it}/{iterations} loss {metrics['train/loss']:.4f} "
-                        f"tau {metrics['train/tau']:.3f} {metrics['train/sec_per_iter']:.3f} s/it",
-                        flush=True,
-                    )
+                console.send(_progress(stage["name"], it, iterations, metrics, len(densities)))
                 window, tick = [], now
             if eval_cfg and train["eval_every"] and it % train["eval_every"] == 0 and it < iterations:
                 _periodic_eval(net, eval_cfg, model_cfg, rank, logger, it, device)
@@ -142,6 +142,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 _report(net, optimizer, scheduler, tau, it, run_id, model_cfg, stage, rank, float(loss), steady)
             if it >= iterations:
                 break
+
+
+def _progress(stage: str, it: int, iterations: int, metrics: dict[str, float], gates: int) -> Progress:
+    """The console's view of one logged window (density: mean over the gated layers)."""
+    density = sum(v for k, v in metrics.items() if k.startswith("train/density/")) / gates if gates else None
+    return Progress(stage, it, iterations, metrics["train/loss"], density, metrics["train/sec_per_iter"])
 
 
 def forward_loss(
