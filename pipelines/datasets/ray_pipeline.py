@@ -11,7 +11,10 @@
 Training permutes the split's samples anew every epoch (each iteration of the dataset is one
 execution), reads each sample's row from its shard (local or S3), decodes it and applies
 the paper's flip + crop (`augment.py`) with fresh randomness, so crops differ between epochs
-too. Evaluation streams the shards with `read_parquet`, in order, at full size.
+too. Decode tasks hand depth and normals on in compact dtypes (`wire.py`: float16 depth / 16,
+int16 normals; 3.8 instead of 6.0 MB per 4-sample NYUv2 block through the object store), and
+`to_torch_batch` converts them back to float32 in the training process, within the bounds
+`wire.py` states. Evaluation streams the shards with `read_parquet`, in order, at full size.
 
 Resources on a small machine (2 cores, 24 GiB): Ray Data's read/decode tasks need whole
 logical CPUs that Train workers have not reserved. Two workers with `{"CPU": 1}` each on
