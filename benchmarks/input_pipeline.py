@@ -133,11 +133,14 @@ def _interleaved(
     n_epochs: int,
 ) -> dict[str, list[tuple[float, float, float]]]:
     """Per-epoch (rate, busy cores, own CPU ms/sample) of each pipeline, alternating epochs so
-    load drift hits both alike."""
+    load drift hits all alike; the order rotates every round, so no pipeline always follows
+    the same one (the first Ray epoch after a DataLoader epoch ran slower)."""
     rates: dict[str, list[tuple[float, float, float]]] = {name: [] for name in epochs}
-    for _ in range(n_epochs):
-        for name, make in epochs.items():
-            rates[name].append(_epoch_rate(make()))
+    names = list(epochs)
+    for round_index in range(n_epochs):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            rates[name].append(_epoch_rate(epochs[name]()))
     return rates
 
 
@@ -210,7 +213,7 @@ def main() -> None:
         median_rate[name] = rate
         per_epoch = [round(r, 1) for r, _, _ in rates[name]]
         print(f"{labels[name]:<30}{rate:>10.1f}{cores:>11.2f}{own_cores:>10.2f}{own_ms:>18.1f}   {per_epoch}")
-    # Per-epoch ratios pair each Ray epoch with the DataLoader epoch run just before it.
+    # Per-epoch ratios pair each Ray epoch with the DataLoader epoch of the same round.
     for name in [n for n in rates if n != "torch"]:
         paired = [r / t for (r, _, _), (t, _, _) in zip(rates[name][1:], rates["torch"][1:])]
         print(f"ratio {labels[name]} / DataLoader: {median_rate[name] / median_rate['torch']:.2f} "
