@@ -134,7 +134,8 @@ def _interleaved(
 ) -> dict[str, list[tuple[float, float, float]]]:
     """Per-epoch (rate, busy cores, own CPU ms/sample) of each pipeline, alternating epochs so
     load drift hits all alike; the order rotates every round, so no pipeline always follows
-    the same one (the first Ray epoch after a DataLoader epoch ran slower)."""
+    the same one (in two runs with a fixed order, the Ray path that always came right after
+    a DataLoader epoch was the slower of the two)."""
     rates: dict[str, list[tuple[float, float, float]]] = {name: [] for name in epochs}
     names = list(epochs)
     for round_index in range(n_epochs):
