@@ -46,6 +46,11 @@ def _arrays(sample: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return {k: v for k, v in sample.items() if k in PAD_VALUES and isinstance(v, np.ndarray)}
 
 
+def _mirrored_views(sample: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Every spatial array mirrored left-right, as views (normals not yet negated)."""
+    return {k: np.flip(v, axis=_spatial_axis(k) + 1) for k, v in _arrays(sample).items()}
+
+
 def hflip(sample: Mapping[str, Any]) -> dict[str, Any]:
     """`sample` mirrored left-right, with normal x negated."""
     out = dict(sample)
@@ -138,6 +143,11 @@ def random_flip_crop(
         flip_probability: chance of a left-right flip.
     """
     size = check_crop(crop_size)
-    out = hflip(sample) if rng.random() < flip_probability else dict(sample)
-    top, left = crop_window(out["image"].shape[:2], size, rng, margin)
-    return crop(out, top, left, size)
+    flip = rng.random() < flip_probability
+    # The flip is a view here; the crop makes the one copy (hflip + crop copied twice).
+    source = {**sample, **_mirrored_views(sample)} if flip else sample
+    top, left = crop_window(sample["image"].shape[:2], size, rng, margin)
+    out = crop(source, top, left, size)
+    if flip and "normals" in out:
+        out["normals"][..., 0] *= -1  # a fresh array: crop copied it
+    return out

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipelines.datasets import augment, storage
+from pipelines.datasets import augment, storage, wire
 from pipelines.datasets.shards import ShardError, decode_row
 from pipelines.datasets.storage import StorageOptions
 
@@ -101,6 +101,9 @@ class SampleLoader:
         crop: (h, w) random crop after a random flip; None = full size, no augmentation.
         margin: pixels a crop window may overhang each image border.
         rows_per_block: samples per yielded group when called on a batch of addresses.
+        compact: hand depth and normals on in their wire dtypes (`wire.py`: float16 depth,
+            int16 normals), to be converted back in the collate (`ray_pipeline.to_torch_batch`);
+            False: float32 as decoded.
     """
 
     def __init__(
@@ -110,15 +113,18 @@ class SampleLoader:
         crop: Optional[tuple[int, int]],
         margin: int = augment.MARGIN,
         rows_per_block: int = 4,
+        compact: bool = True,
     ) -> None:
         self.reader = reader
+        self.compact = compact
         self.fields = list(fields)
         self.crop = crop
         self.margin = margin
         self.rows_per_block = rows_per_block
 
     def load(self, file_index: int, group: int, offset: int) -> dict[str, Any]:
-        """One sample: sample_id, image (H, W, 3) and the fields, augmented if cropping."""
+        """One sample: sample_id, image (H, W, 3) and the fields, augmented if cropping,
+        depth and normals in their wire dtypes if compact."""
         if self.reader is None:
             raise ValueError("SampleLoader.load needs a RowReader; this one only decodes rows")
         row = self.reader.read(file_index, group, offset)
@@ -130,6 +136,8 @@ class SampleLoader:
         if self.crop is not None:
             rng = np.random.default_rng()  # fresh entropy: new flips and crops every epoch
             sample = augment.random_flip_crop(sample, self.crop, rng, self.margin)
+        if self.compact:
+            sample = wire.to_wire(sample, str(row.get("source", row["sample_id"])))
         sample["sample_id"] = row["sample_id"]
         return sample
 

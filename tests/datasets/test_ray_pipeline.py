@@ -14,7 +14,7 @@ import pytest
 import ray
 import torch
 
-from pipelines.datasets import augment, convert, ray_pipeline, shards
+from pipelines.datasets import augment, convert, ray_pipeline, shard_rows, shards, wire
 from pipelines.datasets.schema import IGNORE, IMAGENET_MEAN, IMAGENET_STD
 from tests.support.s3 import s3_server  # noqa: F401
 from tests.support.toy_dataset import NORMAL, ListReader, make_sample
@@ -115,6 +115,121 @@ def test_to_torch_batch_layout_and_normalisation() -> None:
         ray_pipeline.to_torch_batch(ragged)
 
 
+def test_random_flip_crop_is_a_mirror_then_a_window() -> None:
+    """The fused flip + crop against its definition: np.flip, negate normal x, naive crop."""
+    sample = make_sample(2)
+    arrays = {k: getattr(sample, k) for k in ("image", "semantic", "depth", "depth_valid", "normals",
+                                              "boundary_annotators")}
+    flips = set()
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        flip = rng.random() < 0.5  # the draws random_flip_crop makes, in its order
+        top, left = augment.crop_window((H, W), CROP, rng)
+        out = augment.random_flip_crop(arrays, CROP, np.random.default_rng(seed))
+        flips.add(flip)
+        for key, value in arrays.items():
+            axis = 1 if key == "boundary_annotators" else 0
+            source = np.flip(value, axis=axis + 1).copy() if flip else value.copy()
+            if key == "normals" and flip:
+                source[..., 0] *= -1
+            pad = MEAN_RGB if key == "image" else augment.PAD_VALUES[key]
+            if axis == 1:
+                expected = np.stack([_naive_crop(a, top, left, CROP, pad) for a in source])
+            else:
+                expected = _naive_crop(source, top, left, CROP, pad)
+            np.testing.assert_array_equal(out[key], expected, err_msg=f"{key} seed {seed}")
+    assert flips == {True, False}
+    np.testing.assert_array_equal(arrays["normals"], make_sample(2).normals)  # input untouched
+
+
+def test_wire_depth_round_trip_within_the_stated_bound() -> None:
+    """float16(depth / 16) back to metres: relative error <= 2**-11 from 1 mm to 16 * 65504 m,
+    0 stays 0 (hand-picked depths: NYUv2's range, Stanford's 128 m, Cityscapes' ~120 km)."""
+    rng = np.random.default_rng(0)
+    depth = np.concatenate([
+        np.array([0.0, 2.0 ** -10, 0.0123, 0.5, 1.0, 9.99, 128.0, 121_000.0, 16 * 65504.0]),
+        np.exp(rng.uniform(np.log(2.0 ** -10), np.log(16 * 65504.0), 4000)),
+    ]).astype(np.float32).reshape(1, 1, -1)
+    shipped = wire.depth_to_wire(depth[0])
+    assert shipped.dtype == np.float16 and shipped.nbytes == depth.nbytes // 2
+    back = ray_pipeline.to_torch_batch({"depth": shipped[None]})["depth"].numpy()
+    assert back.dtype == np.float32 and back[0, 0, 0] == 0.0
+    relative = np.abs(back[..., 1:] - depth[..., 1:]) / depth[..., 1:]
+    assert relative.max() <= 2.0 ** -11
+    assert relative.max() > 2.0 ** -13  # it is float16, not a float32 copy
+    for bad, shown in ((16 * 65504.0 + 1, "1048065.0"), (np.inf, "inf"), (np.nan, "nan")):
+        with pytest.raises(ValueError, match=f"scene_7.png: depth {shown} m cannot travel as float16"):
+            wire.depth_to_wire(np.array([[1.0, bad]], np.float32), "scene_7.png")
+
+
+def test_wire_normals_round_trip_within_the_stated_bound() -> None:
+    """int16 round(n * 32767) back to float32: every component within 0.5 / 32767 (+ float32
+    rounding), angles within 0.002 degrees, 0 stays 0, -1 and 1 exact."""
+    rng = np.random.default_rng(1)
+    normals = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
+    normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
+    normals[0, 0, 0] = (0.0, 0.0, 0.0)
+    normals[0, 0, 1] = (1.0, -1.0, 0.0)
+    shipped = np.stack([wire.normals_to_wire(n) for n in normals])
+    assert shipped.dtype == np.int16
+    back = ray_pipeline.to_torch_batch({"normals": shipped})["normals"].numpy()  # (B, 3, H, W)
+    reference = normals.transpose(0, 3, 1, 2)
+    assert back.shape == (2, 3, 5, 7) and back.dtype == np.float32
+    assert np.abs(back - reference).max() <= 0.5 / 32767 + 1e-7
+    assert back[0, :, 0, 0].tolist() == [0.0, 0.0, 0.0] and back[0, :, 0, 1].tolist() == [1.0, -1.0, 0.0]
+    unit = np.ones((2, 5, 7), bool)
+    unit[0, 0, :2] = False
+    got, ref = (x.transpose(0, 2, 3, 1)[unit].astype(np.float64) for x in (back, reference))
+    angle = np.arctan2(np.linalg.norm(np.cross(got, ref), axis=-1), (got * ref).sum(axis=-1))
+    assert np.degrees(angle).max() < 0.002
+
+
+def test_compact_loader_matches_the_float32_decode(tmp_path) -> None:
+    """The sample a training worker gets (wire dtypes, then the collate) against the old float32
+    path (shards.decode_row, float32 collate), on real NYUv2-format scenes."""
+    from pag_model.tasks import target_fields
+    from pipelines.datasets.write_formats import write_dataset
+
+    raw = write_dataset("nyuv2", tmp_path / "raw", {"train": 2}, (48, 64))
+    convert.convert("nyuv2", str(raw), str(tmp_path / "shards"), splits=["train"])
+    out = str(tmp_path / "shards")
+    files = shards.split_files(out, "train", shards.read_manifest(out))
+    fields = target_fields(("semantic", "depth", "normals"))
+    reader = shard_rows.RowReader(files, ray_pipeline._columns(fields))
+    loader = shard_rows.SampleLoader(reader, fields, crop=None)
+    for address in shard_rows.row_addresses(files):
+        sample = loader.load(*address)
+        assert sample["depth"].dtype == np.float16 and sample["normals"].dtype == np.int16
+        assert sample["image"].dtype == np.uint8 and sample["semantic"].dtype == np.uint8
+        assert sample["depth_valid"].dtype == np.bool_ and sample["normals_valid"].dtype == np.bool_
+        got = ray_pipeline.to_torch_batch({k: np.asarray(v)[None] for k, v in sample.items()})
+        reference = shards.decode_row(reader.read(*address), fields)
+        assert reference["depth"].dtype == np.float32 and reference["normals"].dtype == np.float32
+        depth = got["depth"][0].numpy()
+        valid = reference["depth"] > 0
+        assert valid.any() and (depth[~valid] == 0).all()
+        relative = np.abs(depth[valid] - reference["depth"][valid]) / reference["depth"][valid]
+        assert relative.max() <= 2.0 ** -11
+        normals = got["normals"][0].numpy().transpose(1, 2, 0)
+        assert np.abs(normals - reference["normals"]).max() <= 0.5 / 32767 + 1e-7
+        for key in ("semantic", "depth_valid", "normals_valid"):
+            np.testing.assert_array_equal(got[key][0].numpy(), reference[key], err_msg=key)
+        image = got["image"][0].numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
+        np.testing.assert_allclose(image * 255, reference["image"], atol=1e-3)
+
+
+def test_compact_blocks_are_under_two_thirds_of_float32() -> None:
+    """A 4-sample block of 224x304 crops of (semantic, depth, normals): 3.8 MB, was 6.0 MB."""
+    h, w = 224, 304
+    sample = {"image": np.zeros((h, w, 3), np.uint8), "semantic": np.zeros((h, w), np.uint8),
+              "depth": np.ones((h, w), np.float32), "depth_valid": np.ones((h, w), bool),
+              "normals": np.zeros((h, w, 3), np.float32), "normals_valid": np.ones((h, w), bool)}
+    float32_bytes = 4 * sum(v.nbytes for v in sample.values())
+    compact_bytes = 4 * sum(v.nbytes for v in wire.to_wire(sample).values())
+    # bytes per pixel: image 3, semantic 1, masks 1 + 1; depth 4 -> 2, normals 12 -> 6
+    assert float32_bytes == 4 * h * w * 22 and compact_bytes == 4 * h * w * 14
+
+
 def test_pipeline_fails_early_naming_the_path(tmp_path) -> None:
     with pytest.raises(shards.ShardError, match=f"{tmp_path}/manifest.json: no manifest"):
         ray_pipeline.train_dataset(str(tmp_path), "train", CROP, ["semantic"])
@@ -160,18 +275,22 @@ def toy_shards(tmp_path_factory) -> str:
 
 
 def _check_train_row(row: dict) -> bool:
-    """Recompute crop window and flip from the codes; return whether the row was flipped."""
+    """Recompute crop window and flip from the codes; return whether the row was flipped.
+
+    The image's red and green channels give each pixel's source row and column (padding has
+    the mean colour, which no code reaches); depth comes in float16 / 16 (`wire.py`), so it is
+    held to the stated bound against the source's row * 1000 + column + 0.5."""
     index = int(str(row["sample_id"]).split("-")[1])
-    depth = row["depth"]
-    inside = depth != 0  # every source pixel has depth >= 0.5; padding is 0
-    src_row = (depth // 1000).astype(int)
-    src_col = np.round(depth % 1000 - 0.5).astype(int)
     image = row["image"].astype(int)
     assert image.shape == (*CROP, 3)
-    np.testing.assert_array_equal(image[inside][:, 0], src_row[inside])
-    np.testing.assert_array_equal(image[inside][:, 1], src_col[inside])
+    inside = ~(image == MEAN_RGB).all(axis=-1)
+    src_row, src_col = image[..., 0], image[..., 1]
     assert (image[inside][:, 2] == 10 * index).all()
-    assert (image[~inside] == MEAN_RGB).all()
+    assert row["depth"].dtype == np.float16 and row["normals"].dtype == np.int16
+    depth = row["depth"].astype(np.float64) * 16
+    expected_depth = src_row * 1000 + src_col + 0.5
+    assert (np.abs(depth - expected_depth)[inside] <= 2.0 ** -11 * expected_depth[inside]).all()
+    assert (depth[~inside] == 0).all()
     np.testing.assert_array_equal(row["semantic"][inside], (src_row + src_col + index)[inside] % 3)
     assert (row["semantic"][~inside] == IGNORE).all() and not row["depth_valid"][~inside].any()
     np.testing.assert_array_equal(row["depth_valid"][inside], src_row[inside] != 0)
@@ -186,8 +305,8 @@ def _check_train_row(row: dict) -> bool:
     expected_col = (W - 1 - (left + cols_idx)) if flipped else (left + cols_idx)
     np.testing.assert_array_equal(src_row[inside], top + rows_idx)
     np.testing.assert_array_equal(src_col[inside], expected_col)
-    normal_x = row["normals"][..., 0][row["normals_valid"]]
-    assert np.allclose(normal_x, -NORMAL[0] if flipped else NORMAL[0])
+    normal_x = row["normals"][..., 0][row["normals_valid"]] / 32767
+    assert np.allclose(normal_x, -NORMAL[0] if flipped else NORMAL[0], atol=0.5 / 32767)
     return flipped
 
 

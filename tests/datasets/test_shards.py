@@ -190,7 +190,7 @@ def test_rows_are_one_per_row_group_and_readable_by_address(tmp_path) -> None:
     reader = shard_rows.RowReader(uris, ["sample_id", "image", "depth", "depth_shape", "depth_dtype"])
     row = reader.read(1, 2, 0)
     assert row["sample_id"] == "train-05" and set(row) == set(reader.columns)
-    loader = shard_rows.SampleLoader(reader, ["depth"], crop=None)
+    loader = shard_rows.SampleLoader(reader, ["depth"], crop=None, compact=False)
     sample = loader.load(0, 1, 0)
     np.testing.assert_array_equal(sample["depth"], make_sample(1).depth)
     batch = {"file": np.array([1, 0, 0]), "group": np.array([0, 2, 0]), "offset": np.zeros(3, int)}

@@ -146,3 +146,43 @@ def test_copied_sources_exist_and_exclude_local_state():
     ignored = (ROOT / "infra" / "Dockerfile.dockerignore").read_text().split()
     for heavy in (".git", ".venv", ".cache", "demo_out"):
         assert heavy in ignored, heavy
+
+
+def runtime_user() -> tuple[str, int, str]:
+    """(USER argument, its uid, its HOME) of the final image, from the Dockerfile's text."""
+    users = [args for word, args in instructions() if word == "USER"]
+    assert users, "no USER instruction: the image would run as root"
+    user = users[-1]
+    created = re.search(r"useradd [^&]*--uid (\d+)[^&]* (\w+)(?:\s|$)", " ".join(run_commands()))
+    assert created, "no useradd with a fixed --uid"
+    uid, name = int(created.group(1)), created.group(2)
+    return user, uid, f"/home/{name}"
+
+
+def test_the_image_runs_as_a_non_root_user_with_a_writable_home():
+    user, uid, home = runtime_user()
+    assert user.split(":")[0] in (str(uid), home.rsplit("/", 1)[1]) and uid != 0, user
+    assert user.split(":")[0] not in ("root", "0")
+    assert uid == 1000, "infra/kuberay/*.yaml run pods as uid 1000"
+    # USER comes after every RUN: nothing later in the build switches back to root.
+    words = [word for word, _ in instructions()]
+    last_user = len(words) - 1 - words[::-1].index("USER")
+    assert "RUN" not in words[last_user:], "a RUN after USER would run as the user, or USER came too early"
+    values = env()
+    assert values["HOME"] == home
+    for cache in ("XDG_CACHE_HOME", "MPLCONFIGDIR", "TRITON_CACHE_DIR"):
+        assert values[cache].startswith(home + "/"), f"{cache}={values[cache]} is not under HOME"
+    chown = [r for r in run_commands() if "chown" in r]
+    assert chown, "nothing is given to the runtime user"
+    owned = re.search(r"chown -R (\S+) ([^&]+)", chown[0])
+    assert owned.group(1).split(":")[0] == home.rsplit("/", 1)[1]
+    targets = owned.group(2).split()
+    assert home in targets and "${PAG_EXTENSIONS_DIR}" in targets, targets
+    # The code and the venv stay root-owned (read-only to the user).
+    assert not any(t.startswith(("/opt/venv", "/opt/pag-ray")) for t in targets), targets
+
+
+def test_bytecode_is_compiled_at_build_for_a_read_only_root_filesystem():
+    assert env()["PYTHONDONTWRITEBYTECODE"] == "1"
+    runs = " ".join(run_commands())
+    assert re.search(r"compileall -q /opt/pag-ray/pag_model /opt/pag-ray/pipelines", runs)

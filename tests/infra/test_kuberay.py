@@ -142,3 +142,75 @@ def test_sweep_job_runs_sweep_py_from_the_staged_jobs_checkpoint():
     expected = f"{staged.storage_path}/{pid}/{pid}-{index:02d}-multipool/checkpoint_{iterations:08d}"
     assert sweep.base == expected
     assert sweep.curriculum == ""
+
+
+def image_env() -> dict[str, str]:
+    from tests.infra.test_dockerfile import env
+
+    return env()
+
+
+def image_uid() -> int:
+    from tests.infra.test_dockerfile import runtime_user
+
+    return runtime_user()[1]
+
+
+def check_container_security(context: dict, where: str) -> None:
+    assert context["allowPrivilegeEscalation"] is False, where
+    assert context["readOnlyRootFilesystem"] is True, where
+    assert context["capabilities"]["drop"] == ["ALL"], where
+    assert "add" not in context["capabilities"], where
+    assert not context.get("privileged", False), where
+
+
+@pytest.mark.parametrize("name, spec", cluster_specs(), ids=[n for n, _ in cluster_specs()])
+def test_every_pod_runs_non_root_read_only_without_capabilities(name, spec):
+    uid = image_uid()
+    home, extensions = image_env()["HOME"], image_env()["PAG_EXTENSIONS_DIR"]
+    for group, pod in pod_specs(spec):
+        where = f"{name}/{group}"
+        context = pod["securityContext"]
+        assert context["runAsNonRoot"] is True, where
+        assert context["runAsUser"] == uid == 1000 and context["runAsGroup"] == 1000, where
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        (container,) = pod["containers"]
+        check_container_security(container["securityContext"], where)
+        # What Ray and the libraries write lands on emptyDirs: /tmp (Ray's session dir,
+        # object spilling), HOME (caches) and the extension build dir (torch's file lock).
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        for path in ("/tmp", home, extensions):
+            assert path in mounts, f"{where}: {path} is not writable under a read-only root"
+            assert "emptyDir" in volumes[mounts[path]], where
+        # The extension dir starts as a copy of the image's prebuilt one, not empty (an empty
+        # one would make every worker compile the CUDA kernels at start).
+        (seed,) = pod["initContainers"]
+        assert seed["image"] == container["image"], where
+        check_container_security(seed["securityContext"], f"{where}/{seed['name']}")
+        (seed_mount,) = seed["volumeMounts"]
+        assert seed_mount["name"] == mounts[extensions], where
+        assert seed["command"] == ["cp", "-a", f"{extensions}/.", seed_mount["mountPath"].rstrip("/") + "/"], where
+
+
+@pytest.mark.parametrize("name, spec", cluster_specs(), ids=[n for n, _ in cluster_specs()])
+def test_mlflow_credentials_reach_the_head_only_from_a_secret(name, spec):
+    """The driver (on the head) authenticates to MLflow with environment variables from a
+    Secret; the tracking URI carries no user:password@; workers get no MLflow credentials."""
+    import urllib.parse
+
+    pods = dict(pod_specs(spec))
+    (head,) = pods.pop("head")["containers"]
+    env = {e["name"]: e for e in head["env"]}
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "pag-mlflow-client", "key": key}, name
+        assert "value" not in env[key]
+    uri = urllib.parse.urlparse(env["MLFLOW_TRACKING_URI"]["value"])
+    assert uri.username is None and uri.password is None
+    argv = shlex.split(load(name)["spec"]["entrypoint"]) if name != "raycluster.yaml" else []
+    for arg in argv:
+        assert "@" not in urllib.parse.urlparse(arg.split("=", 1)[-1]).netloc, arg
+    for group, pod in pods.items():
+        (container,) = pod["containers"]
+        names = {e["name"] for e in container["env"]}
+        assert not names & {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}, f"{name}/{group}"

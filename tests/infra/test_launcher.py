@@ -82,8 +82,18 @@ def test_no_credentials_in_file(cluster):
     for name, node_type in cluster["available_node_types"].items():
         assert "IamInstanceProfile" in node_type["node_config"], f"{name}: S3 through an instance profile"
         assert "UserData" not in node_type["node_config"], name
-    # The only file mount is the Ray token, copied from the user's machine, never inlined.
-    assert cluster["file_mounts"] == {"/root/.ray/auth_token": "~/.ray/auth_token"}
+    # The only file mounts are the Ray token and MLflow's credentials file, copied from the
+    # user's machine, never inlined, into the HOME of the image's non-root user (root's home
+    # is closed to it); MLflow clients read ~/.mlflow/credentials themselves.
+    from tests.infra.test_dockerfile import env
+
+    home = env()["HOME"]
+    assert home != "/root"
+    assert cluster["file_mounts"] == {
+        f"{home}/.ray/auth_token": "~/.ray/auth_token",
+        f"{home}/.mlflow/credentials": "~/.mlflow/credentials",
+    }
+    assert f"--env RAY_AUTH_TOKEN_PATH={home}/.ray/auth_token" in cluster["docker"]["run_options"]
 
 
 def test_dashboard_is_not_exposed(cluster):

@@ -104,8 +104,9 @@ def test_server_image_uses_the_client_pins():
     text = (MLFLOW_DIR / "Dockerfile").read_text()
     install = re.search(r"pip install -c /tmp/constraints.txt ([^\\\n&]+)", text)
     assert install, "the server image must install through constraints.txt"
-    packages = install.group(1).split()
-    assert "mlflow" in packages and "boto3" in packages
+    packages = [p.strip('"') for p in install.group(1).split()]
+    assert "mlflow[auth]" in packages and "boto3" in packages, "the auth extra: basic-auth needs Flask-WTF"
+    assert any(p.startswith("flask-wtf==") for p in packages), "server-only packages are pinned here"
     for name, version in re.findall(r"([A-Za-z0-9_.\-]+)==(\S+)", install.group(1)):
         assert name.lower() not in pins or pins[name.lower()] == version, name
     assert "psycopg2-binary==" in install.group(1)
@@ -114,6 +115,119 @@ def test_server_image_uses_the_client_pins():
     assert compose["services"]["mlflow"]["image"].endswith(tag)
     (container,) = k8s_docs()[("Deployment", "mlflow")]["spec"]["template"]["spec"]["containers"]
     assert container["image"].endswith(tag)
+
+
+def auth_config():
+    import configparser
+
+    config = configparser.ConfigParser()
+    assert config.read(MLFLOW_DIR / "basic_auth.ini"), "infra/mlflow/basic_auth.ini is missing"
+    return config["mlflow"]
+
+
+def test_server_requires_authentication_everywhere_it_is_shipped():
+    """Both deployments run MLflow's basic-auth app; its config carries no password and
+    reaches the database the same way the tracking store does."""
+    compose = yaml.safe_load((MLFLOW_DIR / "docker-compose.yaml").read_text())
+    (container,) = k8s_docs()[("Deployment", "mlflow")]["spec"]["template"]["spec"]["containers"]
+    for where, flags in (("docker-compose.yaml", compose_server_flags()), ("kubernetes.yaml", flag_dict(container["args"]))):
+        assert flags.get("--app-name") == "basic-auth", f"{where}: no authentication in front of MLflow"
+    config = auth_config()
+    assert "admin_password" not in config, "the admin password comes from MLFLOW_AUTH_ADMIN_PASSWORD"
+    assert config["authorization_function"] == "mlflow.server.auth:authenticate_request_basic_auth"
+    assert config["default_permission"] in ("READ", "NO_PERMISSIONS")
+    database = urllib.parse.urlparse(config["database_uri"])
+    assert database.scheme.startswith("postgresql") and database.password is None
+    # The host both deployments resolve: the Kubernetes Service, and a compose network alias.
+    assert ("Service", database.hostname) in k8s_docs()
+    postgres = compose["services"]["postgres"]
+    assert database.hostname in postgres["networks"]["default"]["aliases"]
+    # The admin password and the CSRF key: from the .env file (compose, required) or a
+    # Secret (Kubernetes).
+    env = {e["name"]: e for e in container["env"]}
+    for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        value = compose["services"]["mlflow"]["environment"][key]
+        assert value.startswith("${" + key + ":?"), f"compose: {key} must come from .env, required"
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "pag-mlflow-admin", "key": key}
+
+
+def test_server_image_carries_the_auth_config_and_runs_as_a_user():
+    text = (MLFLOW_DIR / "Dockerfile").read_text()
+    copied = re.search(r"^COPY infra/mlflow/basic_auth.ini (\S+)$", text, re.M)
+    assert copied, "the image must carry infra/mlflow/basic_auth.ini"
+    assert re.search(rf"^ENV MLFLOW_AUTH_CONFIG_PATH={re.escape(copied.group(1))}$", text, re.M)
+    assert "!infra/mlflow/basic_auth.ini" in (MLFLOW_DIR / "Dockerfile.dockerignore").read_text().split()
+    users = re.findall(r"^USER (\S+)$", text, re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+
+
+def test_server_containers_run_non_root_read_only_without_capabilities():
+    compose = yaml.safe_load((MLFLOW_DIR / "docker-compose.yaml").read_text())["services"]["mlflow"]
+    assert compose["user"].split(":")[0] not in ("root", "0")
+    assert compose["read_only"] is True and "/tmp" in compose["tmpfs"]
+    assert compose["cap_drop"] == ["ALL"] and "no-new-privileges:true" in compose["security_opt"]
+    docs = k8s_docs()
+    for kind, name in (("Deployment", "mlflow"), ("StatefulSet", "mlflow-postgres")):
+        pod = docs[(kind, name)]["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] != 0, name
+        (container,) = pod["containers"]
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False, name
+        assert context["readOnlyRootFilesystem"] is True, name
+        assert context["capabilities"] == {"drop": ["ALL"]}, name
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]], name
+
+
+@pytest.mark.slow
+def test_authenticated_server_refuses_anonymous_clients_and_serves_its_users(s3_server, tmp_path, monkeypatch):  # noqa: F811
+    """The compose file's server with its basic-auth config: /health is open, the API answers
+    401 without or with wrong credentials; the admin (password from the environment) creates
+    the pipeline's user, whose MLFLOW_TRACKING_USERNAME / _PASSWORD work, with nothing in the URI."""
+    import urllib.error
+    import urllib.request
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs Flask-WTF (mlflow[auth]), "
+                        "which the server image installs and the dev venv may lack")
+    admin_password = "adm1n-" + "x" * 12
+    bucket = s3_server.make_bucket()
+    server = start_s3_mlflow_server(tmp_path / "server", f"s3://{bucket}/mlflow", s3_server.env(), admin_password)
+    try:
+        with urllib.request.urlopen(f"{server.uri}/health", timeout=10) as resp:
+            assert resp.status == 200
+        search = f"{server.uri}/api/2.0/mlflow/experiments/search?max_results=1"
+        for auth in (None, ("admin", "wrong")):
+            request = urllib.request.Request(search)
+            if auth:
+                import base64
+
+                token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+                request.add_header("Authorization", f"Basic {token}")
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(request, timeout=10)
+            assert caught.value.code == 401, auth
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin_password)
+        from mlflow.server import get_app_client
+
+        get_app_client("basic-auth", tracking_uri=server.uri).create_user("pag-ray", "p1peline-" + "y" * 12)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "pag-ray")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "p1peline-" + "y" * 12)
+        client = MlflowClient(server.uri)
+        experiment = client.create_experiment("auth-roundtrip")
+        run = client.create_run(experiment)
+        client.log_metric(run.info.run_id, "semantic/miou", 0.5)
+        assert client.get_run(run.info.run_id).data.metrics == {"semantic/miou": 0.5}
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
+        with pytest.raises(mlflow.exceptions.MlflowException, match="401|nauthori|ermission"):
+            MlflowClient(server.uri).get_run(run.info.run_id)
+    finally:
+        stop_mlflow_server(server)
 
 
 @pytest.mark.slow
