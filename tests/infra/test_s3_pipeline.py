@@ -126,7 +126,9 @@ def test_demo_pipeline_on_s3_resumes_from_s3_checkpoint_and_leaks_no_secret(s3_s
         mlflow_keys = [k for k in keys if k.startswith("mlflow/")]
         assert any(k.endswith("/front/front.csv") for k in mlflow_keys), mlflow_keys
         assert any(k.endswith("/eval/metrics.json") for k in mlflow_keys)
-        assert any(k.endswith("/MLmodel") for k in mlflow_keys)
+        assert any(k.endswith("/model/weights.safetensors") for k in mlflow_keys)  # nothing pickled
+        assert any(k.endswith("/model/model.json") for k in mlflow_keys)
+        assert not any(k.endswith(("/MLmodel", ".pkl", ".pth")) for k in mlflow_keys)
         assert not (ROOT / "runs" / PID).exists() and not (tmp_path / PID).exists()
 
         # Resumed from the S3 checkpoint: one child run, training restarted past iteration 0,
