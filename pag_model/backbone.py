@@ -27,6 +27,28 @@ def _tiny(output_stride: int) -> ResNet:
     )
 
 
+def _demo(output_stride: int) -> ResNet:
+    """The demo's network: a small bottleneck ResNet whose gated 3x3 convs dominate its cost.
+
+    Bottleneck width = block width (base_width 256), layers (1, 2, 4, 4), channels
+    (8, 16, 16, 16) -> blocks of 32, 64, 64, 64 channels, a deep 3x3 stem. Res3-Res5 have
+    equal widths, so at output stride 8 every block of Res4-Res5 and all but the first of
+    Res3 keep identity shortcuts: 9 gateable blocks whose 3x3 convs are most of the
+    multiply-adds (with a stride-8 head), as in a ResNet-50 at paper scale.
+    """
+    return ResNet(
+        block=Bottleneck,
+        layers=(1, 2, 4, 4),
+        channels=(8, 16, 16, 16),
+        base_width=256,
+        stem_type="deep",
+        stem_width=8,
+        output_stride=output_stride,
+        num_classes=0,
+        global_pool="",
+    )
+
+
 def _timm(name: str):
     def build(output_stride: int) -> ResNet:
         return timm.create_model(name, pretrained=False, output_stride=output_stride, num_classes=0, global_pool="")
@@ -39,7 +61,9 @@ BACKBONES = {
     "resnet101": _timm("resnet101"),
     "resnet26": _timm("resnet26"),
     "resnet_tiny": _tiny,
+    "resnet_demo": _demo,
 }
+LOCAL_ONLY = ("resnet_tiny", "resnet_demo")  # no published weights; timm does not know them by name
 
 
 def build_backbone(
@@ -60,8 +84,8 @@ def build_backbone(
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     if pretrained == "timm":
-        if name == "resnet_tiny":
-            raise ValueError("backbone 'resnet_tiny' has no published pretrained weights; use pretrained=None")
+        if name in LOCAL_ONLY:
+            raise ValueError(f"backbone {name!r} has no published pretrained weights; use pretrained=None")
         try:
             return timm.create_model(name, pretrained=True, output_stride=output_stride, num_classes=0, global_pool="")
         except Exception as err:  # network errors come in many types
@@ -69,7 +93,7 @@ def build_backbone(
                 f"could not download pretrained {name} weights through timm ({err}); "
                 "on machines without a network pass pretrained=<path to a weights file>"
             ) from err
-    if pretrained is not None and name != "resnet_tiny":
+    if pretrained is not None and name not in LOCAL_ONLY:
         return _timm_local(name, Path(pretrained), output_stride)
     model = BACKBONES[name](output_stride)
     if pretrained is not None:
@@ -108,8 +132,8 @@ def _timm_local(name: str, path: Path, output_stride: int) -> ResNet:
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load weights from a local file into `model` (the demo's `resnet_tiny`, which timm does
-    not know by name), ignoring the classifier (fc.*)."""
+    """Load weights from a local file into `model` (`resnet_tiny`, `resnet_demo`, which timm
+    does not know by name), ignoring the classifier (fc.*)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")

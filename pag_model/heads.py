@@ -15,6 +15,7 @@ from torch import nn
 
 
 HeadOutputs = dict[str, Union[torch.Tensor, list[torch.Tensor]]]
+UPSAMPLING = ("deconv", "bilinear")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class HeadShape:
         top_channels: channels of features["top"] (after MultiPool / Res6).
         width: the heads' inner width.
         stride: the stride of features["top"] (the upsampling factor back to the input).
+        upsample: "deconv" (the paper: deconvolve to input resolution, then convolutions there)
+            or "bilinear" (convolutions at the feature stride, bilinear upsampling of the
+            prediction at the end: the head costs 1/stride^2 as much, so the backbone's
+            gated convs dominate the multiply-adds of a small network).
     """
 
     side_channels: tuple[int, ...]
@@ -34,6 +39,7 @@ class HeadShape:
     top_channels: int
     width: int
     stride: int
+    upsample: str = "deconv"
 
 
 def bilinear_kernel(channels: int, factor: int) -> torch.Tensor:
@@ -59,7 +65,9 @@ def conv_bn_relu(cin: int, cout: int, k: int, norm_layer: type[nn.Module]) -> nn
 
 
 class DenseHead(nn.Module):
-    """(B, C_in, H/s, W/s) -> (B, C_out, H, W): reduce, deconvolve by s, two 3x3 convs, predict.
+    """(B, C_in, H/s, W/s) -> (B, C_out, H, W): reduce, deconvolve by s, two 3x3 convs, predict
+    (upsample="deconv"); or reduce, two 3x3 convs and predict at H/s, then bilinear upsampling
+    by s (upsample="bilinear").
 
     As a task head, forward(features) reads features["top"] and returns {key: prediction};
     `decode(x)` is the same on a tensor (BoundaryHead's top branch uses it).
@@ -73,6 +81,7 @@ class DenseHead(nn.Module):
         mid_channels: int = 64,
         stride: int = 8,
         norm_layer: type[nn.Module] = nn.BatchNorm2d,
+        upsample: str = "deconv",
     ) -> None:
         """
         Args:
@@ -82,11 +91,16 @@ class DenseHead(nn.Module):
             mid_channels: width of the head.
             stride: the feature map's stride (the upsampling factor).
             norm_layer: normalisation class.
+            upsample: "deconv" or "bilinear" (see the class docstring).
         """
         super().__init__()
+        if upsample not in UPSAMPLING:
+            raise ValueError(f"head upsampling {upsample!r}: expected one of {', '.join(UPSAMPLING)}")
         self.key = key
+        self.stride = stride
+        self.bilinear = upsample == "bilinear"
         self.reduce = conv_bn_relu(in_channels, mid_channels, 1, norm_layer)
-        self.deconv = upsample_deconv(mid_channels, stride)
+        self.deconv = nn.Identity() if self.bilinear else upsample_deconv(mid_channels, stride)
         self.conv1 = conv_bn_relu(mid_channels, mid_channels, 3, norm_layer)
         self.conv2 = conv_bn_relu(mid_channels, mid_channels, 3, norm_layer)
         self.predict = nn.Conv2d(mid_channels, out_channels, 3, padding=1)
@@ -101,7 +115,10 @@ class DenseHead(nn.Module):
         x = self.deconv(x)
         x = self.conv1(x)
         x = self.conv2(x)
-        return self.predict(x)
+        x = self.predict(x)
+        if self.bilinear:
+            x = F.interpolate(x, scale_factor=self.stride, mode="bilinear", align_corners=False)
+        return x
 
 
 class NormalsHead(DenseHead):
@@ -128,6 +145,7 @@ class BoundaryHead(nn.Module):
         mid_channels: int = 64,
         stride: int = 8,
         norm_layer: type[nn.Module] = nn.BatchNorm2d,
+        upsample: str = "deconv",
     ) -> None:
         """
         Args:
@@ -138,12 +156,13 @@ class BoundaryHead(nn.Module):
             mid_channels: width of the top head.
             stride: stride of the top feature map.
             norm_layer: normalisation class.
+            upsample: the top head's upsampling, "deconv" or "bilinear".
         """
         super().__init__()
         self.key = key
         self.sides = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in side_channels)
         self.side_up = nn.ModuleList(upsample_deconv(1, s) for s in side_strides)
-        self.top = DenseHead(key, top_channels, 1, mid_channels, stride, norm_layer)
+        self.top = DenseHead(key, top_channels, 1, mid_channels, stride, norm_layer, upsample)
         self.fuse = nn.Conv2d(len(side_channels) + 1, 1, 1)
         with torch.no_grad():
             self.fuse.weight.fill_(1.0 / (len(side_channels) + 1))

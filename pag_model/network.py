@@ -44,6 +44,7 @@ class PAGNet(nn.Module):
         gated: Sequence[str] = (),
         pretrained: Optional[str] = None,
         head_channels: int = 64,
+        head_upsample: str = "deconv",
         init_open_prob: float = 0.95,
         frozen_bn: bool = True,
         output_stride: int = 8,
@@ -59,6 +60,9 @@ class PAGNet(nn.Module):
             gated: macro blocks whose stride-1 bottlenecks get gates ("res2".."res5").
             pretrained: None, "timm" or a local weights path for the backbone.
             head_channels: width of the task heads.
+            head_upsample: "deconv" (the paper's heads: deconvolution to input resolution, then
+                convolutions) or "bilinear" (convolutions at the output stride, bilinear
+                upsampling of the prediction; `pag_model.heads.DenseHead`).
             init_open_prob: initial probability of a gate computing a pixel.
             frozen_bn: freeze BatchNorm statistics (the paper's setting; batch size 1 works).
             output_stride: 8 (the paper), 16 or 32.
@@ -92,6 +96,7 @@ class PAGNet(nn.Module):
             top_channels=top,
             width=head_channels,
             stride=output_stride,
+            upsample=head_upsample,
         )
         self.heads = nn.ModuleDict({task: TASKS[task].head(shape, out_channels[task]) for task in tasks})
         if frozen_bn:

@@ -92,19 +92,19 @@ def _three_channels(num_classes: int) -> int:
 
 
 def _boundary_head(shape: HeadShape, channels: int) -> nn.Module:
-    return BoundaryHead("boundary", shape.side_channels, shape.side_strides, shape.top_channels, shape.width, shape.stride)
+    return BoundaryHead("boundary", shape.side_channels, shape.side_strides, shape.top_channels, shape.width, shape.stride, upsample=shape.upsample)
 
 
 def _semantic_head(shape: HeadShape, channels: int) -> nn.Module:
-    return DenseHead("semantic", shape.top_channels, channels, shape.width, shape.stride)
+    return DenseHead("semantic", shape.top_channels, channels, shape.width, shape.stride, upsample=shape.upsample)
 
 
 def _depth_head(shape: HeadShape, channels: int) -> nn.Module:
-    return DenseHead("depth", shape.top_channels, channels, shape.width, shape.stride)
+    return DenseHead("depth", shape.top_channels, channels, shape.width, shape.stride, upsample=shape.upsample)
 
 
 def _normals_head(shape: HeadShape, channels: int) -> nn.Module:
-    return NormalsHead("normals", shape.top_channels, channels, shape.width, shape.stride)
+    return NormalsHead("normals", shape.top_channels, channels, shape.width, shape.stride, upsample=shape.upsample)
 
 
 def _boundary_loss(outputs: Outputs, batch: Batch) -> torch.Tensor:
