@@ -31,15 +31,16 @@ def _demo(output_stride: int) -> ResNet:
     """The demo's network: a small bottleneck ResNet whose gated 3x3 convs dominate its cost.
 
     Bottleneck width = block width (base_width 256), layers (1, 2, 4, 4), channels
-    (8, 16, 16, 16) -> blocks of 32, 64, 64, 64 channels, a deep 3x3 stem. Res3-Res5 have
-    equal widths, so at output stride 8 every block of Res4-Res5 and all but the first of
-    Res3 keep identity shortcuts: 9 gateable blocks whose 3x3 convs are most of the
-    multiply-adds (with a stride-8 head), as in a ResNet-50 at paper scale.
+    (4, 16, 16, 16) -> blocks of 16, 64, 64, 64 channels, a deep 3x3 stem of width 8. Res3-Res5
+    have equal widths, so at output stride 8 every block of Res4-Res5 and all but the first
+    of Res3 keep identity shortcuts: 9 gateable blocks whose 3x3 convs are 63-66% of the
+    multiply-adds with a stride-8 (bilinear) head of width 16-32, so the gates decide most of
+    the cost, as in a ResNet-50 at paper scale.
     """
     return ResNet(
         block=Bottleneck,
         layers=(1, 2, 4, 4),
-        channels=(8, 16, 16, 16),
+        channels=(4, 16, 16, 16),
         base_width=256,
         stem_type="deep",
         stem_width=8,

@@ -32,11 +32,13 @@ class PAGBottleneck(nn.Module):
         self,
         block: Bottleneck,
         init_open_prob: float = 0.95,
+        granularity: str = "pixel",
     ) -> None:
         """
         Args:
             block: a stride-1 timm Bottleneck without downsample (identity shortcut).
             init_open_prob: the gate's initial probability of computing a pixel.
+            granularity: what one gate decision covers ("pixel" = PAG; see GumbelGate).
         """
         super().__init__()
         if not is_gateable(block):
@@ -49,7 +51,7 @@ class PAGBottleneck(nn.Module):
             setattr(self, name, getattr(block, name))
         self.se = block.se
         self.drop_path = block.drop_path
-        self.gate = GumbelGate(block.conv1.in_channels, init_open_prob=init_open_prob)
+        self.gate = GumbelGate(block.conv1.in_channels, init_open_prob=init_open_prob, granularity=granularity)
         self.sparse_conv2: Optional[nn.Module] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,6 +88,7 @@ def convert_to_pag(
     model: nn.Module,
     blocks: Sequence[str] = ("res3", "res4", "res5"),
     init_open_prob: float = 0.95,
+    granularity: str = "pixel",
 ) -> list[str]:
     """Wrap, in place, the gateable bottlenecks of the named macro blocks of a timm ResNet.
 
@@ -93,6 +96,7 @@ def convert_to_pag(
         model: a timm ResNet (attributes layer1..layer4).
         blocks: macro blocks to gate, from "res2", "res3", "res4", "res5".
         init_open_prob: initial gate probability of computing a pixel.
+        granularity: what one gate decision covers ("pixel" = PAG; see GumbelGate).
 
     Returns:
         Qualified names of the wrapped blocks, e.g. ["layer3.1", "layer3.2", ...].
@@ -106,7 +110,7 @@ def convert_to_pag(
             raise ValueError(f"model has no {MACRO_BLOCKS[macro]} stage to gate for {macro!r}")
         for i, block in enumerate(layer):
             if is_gateable(block):
-                layer[i] = PAGBottleneck(block, init_open_prob=init_open_prob)
+                layer[i] = PAGBottleneck(block, init_open_prob=init_open_prob, granularity=granularity)
                 wrapped.append(f"{MACRO_BLOCKS[macro]}.{i}")
     return wrapped
 

@@ -17,6 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 GATE_MODES = ("learned", "open", "closed", "fixed")
+# What one learned decision covers: a pixel (PAG), a whole image (layer skipping, as in
+# Veit & Belongie's adaptive inference graphs, the paper's [51]), or a position whatever the
+# input (a learned input-independent mask, as in PerforatedCNN, the paper's Table 2).
+GRANULARITIES = ("pixel", "image", "static")
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -67,7 +71,14 @@ def gumbel_straight_through(
 
 
 class GumbelGate(nn.Module):
-    """Per-pixel binary gate G = G(I) from a 1x1 convolution on the block input.
+    """Binary gate mask G = G(I) over a block's pixels, learned with Gumbel straight-through.
+
+    Granularity (what one decision covers; the mask is always (B, 1, H, W)):
+    - "pixel": logits from a 1x1 convolution on the block input, per pixel (PAG);
+    - "image": logits from the same 1x1 convolution on the globally averaged input, one
+      decision per image and layer (layer skipping);
+    - "static": logits are a learned (2, S, S) parameter, resized (nearest) to (H, W): one
+      decision per position, the same for every input (a learned perforation mask).
 
     Modes: "learned" (Gumbel straight-through in training, argmax in eval), "open" (all ones),
     "closed" (all zeros), "fixed" (a user-given mask, e.g. for baselines and benchmarks).
@@ -80,6 +91,8 @@ class GumbelGate(nn.Module):
         in_channels: int,
         init_open_prob: float = 0.95,
         mode: str = "learned",
+        granularity: str = "pixel",
+        static_size: int = 8,
     ) -> None:
         """
         Args:
@@ -87,15 +100,24 @@ class GumbelGate(nn.Module):
             init_open_prob: initial probability of "compute" at every pixel (the bias), so that
                 a converted pretrained network starts close to the original.
             mode: one of GATE_MODES.
+            granularity: one of GRANULARITIES.
+            static_size: S, the side of a "static" gate's logit grid.
         """
         super().__init__()
         if not 0.0 < init_open_prob < 1.0:
             raise ValueError(f"init_open_prob must be in (0, 1), got {init_open_prob}")
-        # Two logits per pixel: index 0 = skip, index 1 = compute.
-        self.conv = nn.Conv2d(in_channels, 2, kernel_size=1, bias=True)
-        nn.init.normal_(self.conv.weight, std=1e-3)
-        with torch.no_grad():
-            self.conv.bias.copy_(torch.tensor([0.0, math.log(init_open_prob / (1 - init_open_prob))]))
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"unknown gate granularity {granularity!r}; allowed: {', '.join(GRANULARITIES)}")
+        self.granularity = granularity
+        bias = torch.tensor([0.0, math.log(init_open_prob / (1 - init_open_prob))])
+        # Two logits per decision: index 0 = skip, index 1 = compute.
+        if granularity == "static":
+            self.static_logits = nn.Parameter(bias[:, None, None].repeat(1, static_size, static_size))
+        else:
+            self.conv = nn.Conv2d(in_channels, 2, kernel_size=1, bias=True)
+            nn.init.normal_(self.conv.weight, std=1e-3)
+            with torch.no_grad():
+                self.conv.bias.copy_(bias)
         self.tau = 1.0
         self.mode = "learned"
         self.set_mode(mode)
@@ -113,15 +135,20 @@ class GumbelGate(nn.Module):
         self.mode = mode
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, 2, H, W) logits log(alpha)."""
-        return self.conv(x)
+        """(B, C, H, W) -> logits log(alpha): (B, 2, H, W) per pixel, (B, 2, 1, 1) per image,
+        (1, 2, H, W) static."""
+        if self.granularity == "pixel":
+            return self.conv(x)
+        if self.granularity == "image":
+            return self.conv(x.mean(dim=(2, 3), keepdim=True))
+        return F.interpolate(self.static_logits[None].to(x.dtype), size=x.shape[-2:], mode="nearest")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) block input -> (B, 1, H, W) mask with values in {0, 1}."""
         b, _, h, w = x.shape
         if self.mode == "learned":
             choice = gumbel_straight_through(self.logits(x), self.tau, dim=1, noise=self.training)
-            mask = choice[:, 1:2]
+            mask = choice[:, 1:2].expand(b, 1, h, w)
         elif self.mode == "open":
             mask = x.new_ones(b, 1, h, w)
         elif self.mode == "closed":
@@ -143,4 +170,4 @@ class GumbelGate(nn.Module):
         return fixed.to(device=x.device, dtype=x.dtype).expand(b, h, w)[:, None]
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode}, tau={self.tau}"
+        return f"granularity={self.granularity}, mode={self.mode}, tau={self.tau}"

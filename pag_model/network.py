@@ -46,6 +46,7 @@ class PAGNet(nn.Module):
         head_channels: int = 64,
         head_upsample: str = "deconv",
         init_open_prob: float = 0.95,
+        gate_granularity: str = "pixel",
         frozen_bn: bool = True,
         output_stride: int = 8,
     ) -> None:
@@ -64,6 +65,8 @@ class PAGNet(nn.Module):
                 convolutions) or "bilinear" (convolutions at the output stride, bilinear
                 upsampling of the prediction; `pag_model.heads.DenseHead`).
             init_open_prob: initial probability of a gate computing a pixel.
+            gate_granularity: "pixel" (PAG), "image" (layer skipping) or "static" (a learned
+                input-independent mask): see `pag_model.gating.GumbelGate`.
             frozen_bn: freeze BatchNorm statistics (the paper's setting; batch size 1 works).
             output_stride: 8 (the paper), 16 or 32.
         """
@@ -82,7 +85,7 @@ class PAGNet(nn.Module):
         self.backbone = build_backbone(backbone, pretrained, output_stride)
         channels = {m: info["num_chs"] for m, info in zip(MACRO_BLOCKS, self.backbone.feature_info[1:])}
         strides = {"res2": 4, "res3": 8, "res4": min(16, output_stride), "res5": min(32, output_stride)}
-        convert_to_pag(self.backbone, self.gated, init_open_prob)
+        convert_to_pag(self.backbone, self.gated, init_open_prob, gate_granularity)
         self.after = nn.ModuleDict(
             {m: MultiPool(channels[m], dilations, multipool_variant) if multipool == m else nn.Identity() for m in MACRO_BLOCKS}
         )
@@ -171,10 +174,13 @@ class PAGNet(nn.Module):
             raise ValueError(f"checkpoint does not fit this model: shapes differ for {mismatched[:5]}")
         result = self.load_state_dict(state_dict, strict=False)
         new = [k for k in result.missing_keys if ".gate." in k or k.startswith(("after.", "res6."))]
+        # A stage that changes the gates' kind (e.g. a baseline from a PAG checkpoint) starts
+        # its gates afresh: the previous stage's gate parameters are not this model's.
+        unexpected = [k for k in result.unexpected_keys if ".gate." not in k]
         bad = sorted(set(result.missing_keys) - set(new))
-        if bad or result.unexpected_keys:
+        if bad or unexpected:
             raise ValueError(
-                f"checkpoint does not fit this model: missing {bad[:5]}, unexpected {result.unexpected_keys[:5]} "
+                f"checkpoint does not fit this model: missing {bad[:5]}, unexpected {unexpected[:5]} "
                 "(only gates and MultiPool may be new in a later stage)"
             )
         return new

@@ -67,7 +67,8 @@ def layer_densities(gates: Iterable[tuple[str, GumbelGate]]) -> dict[str, torch.
 
 
 def sparsity_loss(model: nn.Module, rho: float, lam: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """lambda * sum over learned gates of KL(rho || g_l), g_l per image, averaged over the batch.
+    """lambda * sum over learned gates of KL(rho || g_l), g_l per image, averaged over the batch
+    (per batch for per-image gates: `_layer_kl`).
 
     Args:
         model: a network whose gates ran a forward pass.
@@ -85,6 +86,17 @@ def sparsity_loss(model: nn.Module, rho: float, lam: float) -> tuple[torch.Tenso
     if not densities:
         zero = next(model.parameters()).new_zeros(())
         return zero, {}
-    pixels = {name: gate.last_mask[0].numel() for name, gate in gates}
-    total = sum(kl_divergence(rho, g, pixels[name]).mean() for name, g in densities.items())
+    total = sum(_layer_kl(rho, gate, densities[name]) for name, gate in gates)
     return lam * total, {k: v.detach() for k, v in densities.items()}
+
+
+def _layer_kl(rho: float, gate: GumbelGate, g: torch.Tensor) -> torch.Tensor:
+    """KL(rho || g_l) of one layer from its per-image densities g (B,).
+
+    A per-image gate ("image" granularity, layer skipping) has densities 0 or 1: its g_l is
+    the batch's share of images that compute the layer (the target rate of adaptive inference
+    graphs), smoothed over the B decisions. Pixel and static gates: per image, over its pixels.
+    """
+    if getattr(gate, "granularity", "pixel") == "image":
+        return kl_divergence(rho, g.mean(), g.shape[0])
+    return kl_divergence(rho, g, gate.last_mask[0].numel()).mean()

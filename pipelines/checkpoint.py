@@ -30,19 +30,49 @@ from pipelines.datasets import storage
 STATE_FILE = "state.pt"
 
 
+GRANULARITY = {"pag": "pixel", "truncated": "pixel", "layer_skip": "image", "static_mask": "static"}
+
+
 def build_model(model: dict[str, Any], stage: dict[str, Any]) -> PAGNet:
-    """The PAGNet of one stage: fixed model settings + the stage's MultiPool and gates."""
-    return PAGNet(
+    """The PAGNet of one stage: fixed model settings + the stage's MultiPool and gates.
+
+    The stage's kind (`StageConfig`) decides the gates: pixel-wise (pag), one per image
+    (layer_skip), input-independent (static_mask), none (dense); a truncated stage's top
+    `truncate` gated blocks have their gates closed (their 3x3 conv never runs) and the
+    others open (so nothing is learned or sparsified).
+    """
+    kind = stage.get("kind") or "pag"
+    gated = () if kind == "dense" else tuple(stage.get("gated") or ())
+    net = PAGNet(
         backbone=model["backbone"],
         tasks=tuple(model["tasks"]),
         num_classes=model["num_classes"],
         multipool=stage.get("multipool"),
         multipool_variant=model["multipool_variant"],
         dilations=tuple(model["dilations"]),
-        gated=tuple(stage.get("gated") or ()),
+        gated=gated,
         pretrained=model.get("pretrained"),
         head_channels=model["head_channels"],
+        head_upsample=model.get("head_upsample", "deconv"),
+        gate_granularity=GRANULARITY.get(kind, "pixel"),
     )
+    if kind == "truncated" and stage.get("truncate") is not None:
+        truncate(net, int(stage["truncate"]))
+    return net
+
+
+def truncate(net: PAGNet, blocks: int) -> None:
+    """Close the gates of the top `blocks` gated blocks (their 3x3 conv is removed), open the rest.
+
+    Raises:
+        ValueError: more blocks than the network gates.
+    """
+    gated = net.gated_blocks()
+    if not 1 <= blocks <= len(gated):
+        raise ValueError(f"truncate={blocks}: the network has {len(gated)} gated blocks")
+    for i, (_, block) in enumerate(gated):
+        block.gate.set_mode("closed" if i >= len(gated) - blocks else "open")
+        block.gate.requires_grad_(False)  # nothing to learn (and DDP needs every trained parameter used)
 
 
 def save_state(directory: str | Path, state: dict[str, Any]) -> None:

@@ -1,14 +1,17 @@
-"""The README's main command: the whole staged curriculum on generated scenes, on a laptop.
+"""The README's main command: PAG against the paper's baselines on generated scenes, on a laptop.
 
-    python -m pipelines.demo [--out demo_out] [--set key.sub=value ...]
+    python -m pipelines.demo [--out demo_out] [--seeds 3] [--set key.sub=value ...]
 
 1. writes NYUv2-format scenes (the real `nyu_depth_v2_labeled.mat` layout, v7.3/HDF5),
 2. converts them to Parquet shards with the dataset converter,
-3. runs `configs/demo.yaml` (base -> +MultiPool -> gates -> rho 0.9/0.7/0.5) on a local Ray
-   with 2 CPU train workers, MLflow in a SQLite file under the output directory,
-4. prints the front table (stage, rho, multiply-adds, mIoU, depth delta1), where the
-   prediction and ponder-map PNGs are, the ponder ratio near boundaries vs interiors, and
-   the command that opens the MLflow UI on the result.
+3. runs `configs/demo.yaml` once per seed (pipeline ids `demo-s0`, `demo-s1`, ...) on a local
+   Ray with 2 CPU train workers, MLflow in a SQLite file under the output directory: a dense
+   base, then from the same base checkpoint PAG at rho 0.5, a dense-continued control and the
+   paper's Table 2 baselines (truncation, layer skipping, a learned static mask),
+4. prints each seed's table and the summary over seeds (multiply-add and measured time ratios
+   to dense, mIoU, ponder ratio near label changes, evaluated density), the claims checked,
+   and writes `summary.json` and `front.png` (accuracy against computation saved, all seeds)
+   to the output directory.
 
 Re-running continues where it stopped: data already written is kept and finished stages
 are skipped (their "stage done" records).
@@ -25,13 +28,17 @@ from pipelines.cluster import describe, init_ray
 from pipelines.config import ConfigError, PipelineConfig, load_config
 from pipelines.datasets.convert import convert
 from pipelines.datasets.write_formats import write_dataset
-from pipelines.train.curriculum import champion_alias, front_table, preflight, run_pipeline
+from pipelines.atomic import write_json
+from pipelines.tracking.front import FrontPoint, plot_front
+from pipelines.train.curriculum import front_table, preflight, run_pipeline
 from pipelines.train.progress import RESUME_HINT, ProgressConsole
 from pipelines.train.recorded import check_recorded
+from pipelines.train.summary import check_claims, summary_points, summary_table
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-SCENES = {"train": 192, "test": 16}
-SIZE = (96, 128)  # (H, W): divisible by 8 for the network, crops of 64x64 for training
+SCENES = {"train": 448, "test": 64}
+SIZE = (96, 128)  # (H, W): divisible by 8; the demo trains on whole images
+SEEDS = 3
 
 
 def prepare_data(out: Path, scenes: dict[str, int] = SCENES, size: tuple[int, int] = SIZE) -> Path:
@@ -51,64 +58,79 @@ def prepare_data(out: Path, scenes: dict[str, int] = SCENES, size: tuple[int, in
     return shards
 
 
-def demo_config(out: Path, overrides: Sequence[str] = ()) -> PipelineConfig:
-    """configs/demo.yaml with its paths moved under `out`, then the user's overrides."""
+def demo_config(out: Path, seed: int = 0, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """configs/demo.yaml with its paths moved under `out`, pipeline id `demo-s<seed>` and
+    `train.seed=<seed>`, then the user's overrides."""
     paths = [f"storage_path={out / 'runs'}", f"data.uri={out / 'shards' / 'nyuv2'}"]
-    return load_config(CONFIG, [*paths, *overrides])
+    seeded = [f"pipeline_id=demo-s{seed}", f"train.seed={seed}"]
+    return load_config(CONFIG, [*paths, *seeded, *overrides])
 
 
-def ponder_summary(result) -> Optional[str]:
-    """One line per gated stage: mean ponder near GT boundaries / in interiors."""
-    rows = [
-        f"  {r.stage:<14} near {r.metrics['ponder/near_boundary']:.2f} / interior "
-        f"{r.metrics['ponder/interior']:.2f} = {r.metrics['ponder/boundary_ratio']:.2f}"
-        for r in result.records
-        if "ponder/boundary_ratio" in r.metrics
-    ]
-    return "\n".join(rows) if rows else None
+def write_summary(out: Path, rows: list[dict], metric: str, minutes: float, seeds: int) -> tuple[Path, list[dict]]:
+    """summary.json (points of every seed, the claims checked) and front.png in `out`."""
+    checks = check_claims(rows, metric)
+    summary = {"minutes": minutes, "seeds": seeds, "metric": metric, "points": rows, "checks": checks}
+    path = write_json(out / "summary.json", summary)
+    points = [FrontPoint(f"{r['name']} s{r['seed']}", r["metrics"]["macs"], r["metrics"][metric], r) for r in rows]
+    plot_front(points, out / "front.png", metric)
+    return path, checks
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-
     parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="demo_out", help="output directory (data, runs, MLflow)")
+    parser.add_argument("--out", default="demo_out", help="output directory (data, runs, MLflow, summary)")
+    parser.add_argument("--seeds", type=int, default=SEEDS, help="pipelines to run, seeds 0..N-1")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        print(f"error: --seeds={args.seeds}: expected at least 1", file=sys.stderr)
+        return 2
     out = Path(args.out).resolve()
     start = time.monotonic()
+    try:
+        configs = [demo_config(out, seed, args.set) for seed in range(args.seeds)]
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     prepare_data(out)
     try:
-        config = demo_config(out, args.set)
-        preflight(config)
-        check_recorded(config)
+        for config in configs:
+            preflight(config)
+            check_recorded(config)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     session = init_ray(None, worker_logs=False)
     if describe(session):
         print(f"[demo] {describe(session)}")
-    print(f"[demo] {len(config.stages)} stages, {config.scaling.num_workers} CPU workers; progress below")
-    try:
-        with ProgressConsole(prefix="[demo] ") as console:
-            result = run_pipeline(config, progress=console.line)
-    except (KeyboardInterrupt, SystemExit):  # Ray Train's Ctrl-C handler ends with sys.exit
-        print(f"[demo] {RESUME_HINT}", file=sys.stderr)
-        return 130
+    first = configs[0]
+    print(f"[demo] {args.seeds} seed(s) x {len(first.stages)} stages, {first.scaling.num_workers} CPU workers; progress below")
+    rows: list[dict] = []
+    for seed, config in enumerate(configs):
+        print(f"[demo] seed {seed}: pipeline {config.pipeline_id}")
+        try:
+            with ProgressConsole(prefix="[demo] ") as console:
+                result = run_pipeline(config, progress=console.line)
+        except (KeyboardInterrupt, SystemExit):  # Ray Train's Ctrl-C handler ends with sys.exit
+            print(f"[demo] {RESUME_HINT}", file=sys.stderr)
+            return 130
+        print()
+        print(front_table(result, config))
+        rows += summary_points(result.points, {r.stage: r.metrics for r in result.records}, seed)
+    metric = first.tracking.front_metric
+    minutes = (time.monotonic() - start) / 60
+    path, checks = write_summary(out, rows, metric, minutes, args.seeds)
     print()
-    print(front_table(result, config))
-    if result.champion is not None:
-        print(f"champion (best {config.tracking.front_metric} within {config.tracking.budget:.0%} of dense "
-              f"multiply-adds): {result.champion.name}, registered as "
-              f"models:/{config.tracking.registered_model}@{champion_alias(config.pipeline_id)}")
-    ponder = ponder_summary(result)
-    if ponder:
-        print("ponder maps (gated layers computing per pixel), within 8 px of a label change vs elsewhere:")
-        print(ponder)
-    print("PNGs (prediction: ground truth | prediction; ponder maps):")
-    for stage, folder in result.png_dirs.items():
-        print(f"  {stage:<14} {folder}")
-    print(f"front plot and CSV: artifacts front/front.png, front/front.csv of run {result.parent_run_id}")
-    print(f"[demo] finished in {(time.monotonic() - start) / 60:.1f} min. Open the results with:")
+    print(f"summary over {args.seeds} seed(s), mean [min..max]; MACs and time: ratios to the dense model; "
+          "ponder: gated layers computing within 8 px of a label change / elsewhere:")
+    print(summary_table(rows, metric))
+    print("claims:")
+    for c in checks:
+        value = "-" if c["value"] is None else f"{c['value']:.3f}"
+        print(f"  {'ok  ' if c['ok'] else 'MISS'} seed {c['seed']}: {c['claim']}: {value}")
+    print(f"summary: {path}; front of every seed: {out / 'front.png'}")
+    print(f"pictures (image | ground truth | prediction; ponder maps) per stage: {out / 'runs'}/<pipeline>/eval/")
+    print(f"[demo] finished in {minutes:.1f} min. Open the results with:")
     print(f"  mlflow ui --backend-store-uri {result.tracking_uri}")
     return 0
 

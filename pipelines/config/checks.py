@@ -40,6 +40,7 @@ def validate(config: PipelineConfig) -> None:
             raise ConfigError(f"{where}.rho={stage.rho}: must be in (0, 1] or null")
         if stage.rho is not None and not stage.gated:
             raise ConfigError(f"{where}.rho={stage.rho}: needs gated blocks (gated is empty)")
+        _check_kind(config, i)
         if stage.tau_iters is not None and stage.tau_iters < 1:
             raise ConfigError(f"{where}.tau_iters={stage.tau_iters}: must be >= 1 or null (the whole stage)")
         if not 0.0 < stage.tau_end <= stage.tau_start:
@@ -48,14 +49,14 @@ def validate(config: PipelineConfig) -> None:
                 f"{stage.tau_start} -> {stage.tau_end}"
             )
         if i > 0:
-            prev = config.stages[i - 1]
+            prev = _start_of(config, i)
             if prev.multipool is not None and stage.multipool != prev.multipool:
                 raise ConfigError(
-                    f"{where}.multipool={stage.multipool!r}: a stage starts from the previous "
-                    f"one, which has multipool={prev.multipool!r}; it cannot be removed or moved"
+                    f"{where}.multipool={stage.multipool!r}: a stage starts from {prev.name}, "
+                    f"which has multipool={prev.multipool!r}; it cannot be removed or moved"
                 )
             lost = sorted(set(prev.gated) - set(stage.gated))
-            if lost:
+            if lost and stage.kind == "pag" and prev.kind == "pag":
                 raise ConfigError(
                     f"{where}.gated={list(stage.gated)}: drops {lost} gated in {prev.name}"
                 )
@@ -64,10 +65,48 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError(f"data.crop={list(crop)}: sizes must be positive multiples of 8")
     for key in ("batch_size", "checkpoint_every", "log_every"):
         _positive(f"train.{key}", getattr(config.train, key))
+    _positive("train.gate_lr_mult", config.train.gate_lr_mult)
     _positive("scaling.num_workers", config.scaling.num_workers)
     _positive("scaling.cpus_per_worker", config.scaling.cpus_per_worker)
     if not 0.0 < config.tracking.budget <= 1.0:
         raise ConfigError(f"tracking.budget={config.tracking.budget}: must be in (0, 1]")
+
+
+def _start_of(config: PipelineConfig, i: int):
+    """The stage stage `i` starts from: its `init`, else the previous one."""
+    stage = config.stages[i]
+    if stage.init is None:
+        return config.stages[i - 1]
+    return next(s for s in config.stages[:i] if s.name == stage.init)
+
+
+def _check_kind(config: PipelineConfig, i: int) -> None:
+    """A stage's kind against its other fields; `init` and `match` name earlier stages."""
+    stage = config.stages[i]
+    where = f"stages.{stage.name}"
+    earlier = [s.name for s in config.stages[:i]]
+    for key in ("init", "match"):
+        value = getattr(stage, key)
+        if value is not None and value not in earlier:
+            raise ConfigError(f"{where}.{key}={value!r}: not an earlier stage; one of {earlier}")
+    if stage.kind == "dense":
+        if stage.gated or stage.rho is not None:
+            raise ConfigError(f"{where}.kind=dense: a dense stage has no gates; remove gated and rho")
+    elif stage.kind != "pag" and not stage.gated:
+        raise ConfigError(f"{where}.kind={stage.kind}: needs gated blocks (gated is empty)")
+    if stage.kind in ("layer_skip", "static_mask") and stage.rho is None:
+        raise ConfigError(f"{where}.kind={stage.kind}: needs rho, the target share of computed blocks/pixels")
+    if stage.kind == "truncated":
+        if stage.rho is not None:
+            raise ConfigError(f"{where}.kind=truncated: learns nothing to sparsify; remove rho")
+        if (stage.truncate is None) == (stage.match is None):
+            raise ConfigError(f"{where}.kind=truncated: set exactly one of truncate (blocks) and match (a stage)")
+        if stage.truncate is not None and stage.truncate < 1:
+            raise ConfigError(f"{where}.truncate={stage.truncate}: must be >= 1")
+    elif stage.truncate is not None or stage.match is not None:
+        raise ConfigError(f"{where}: truncate and match apply to kind=truncated only (kind is {stage.kind})")
+    if i == 0 and stage.init is not None:
+        raise ConfigError(f"{where}.init={stage.init!r}: the first stage has no earlier stage")
 
 
 def validate_sweep(cfg: SweepConfig) -> None:

@@ -12,11 +12,14 @@ from typing import Any, Literal, Optional
 from pag_model.tasks import TASKS
 from pipelines.config.sweep import SweepConfig
 
-Backbone = Literal["resnet50", "resnet101", "resnet26", "resnet_tiny"]
+Backbone = Literal["resnet50", "resnet101", "resnet26", "resnet_tiny", "resnet_demo"]
 GatedBlock = Literal["res2", "res3", "res4", "res5"]
 MultiPoolPlace = Literal["res3", "res4", "res5", "res6"]
 Task = Literal[tuple(TASKS)]  # the task table's names (pag_model.tasks)
 TauShape = Literal["linear", "exponential", "cosine"]
+HeadUpsample = Literal["deconv", "bilinear"]
+StageKind = Literal["pag", "dense", "truncated", "layer_skip", "static_mask"]
+Optimizer = Literal["sgd", "adam", "adamw"]
 
 
 @dataclass
@@ -30,7 +33,10 @@ class ModelConfig:
         multipool_variant: `pag` (binary selection, the paper) or `wavg` (softmax average).
         dilations: MultiPool dilation rates, 0 = copy.
         pretrained: None (random init), `timm`, or a local weights path.
-        head_channels: width of the deconvolution head.
+        head_channels: width of the task heads.
+        head_upsample: `deconv` (the paper's heads, at input resolution) or `bilinear`
+            (convolutions at stride 8, bilinear upsampling of the prediction: cheap heads, so
+            the gated convs dominate a small network's cost).
     """
 
     backbone: Backbone = "resnet_tiny"
@@ -40,6 +46,7 @@ class ModelConfig:
     dilations: tuple[int, ...] = (0, 1, 2, 4, 6, 8, 10)
     pretrained: Optional[str] = None
     head_channels: int = 64
+    head_upsample: HeadUpsample = "deconv"
 
 
 @dataclass
@@ -63,10 +70,22 @@ class DataConfig:
 
 @dataclass
 class StageConfig:
-    """One stage of the curriculum (paper Section 4); it starts from the previous stage.
+    """One stage of the curriculum (paper Section 4); it starts from the previous stage's
+    final checkpoint, or from stage `init`'s.
+
+    Kinds (what the stage's gates are; the paper's Table 2 compares them at equal cost):
+    - `pag`: pixel-wise gates on the 3x3 convs of the `gated` blocks (with `rho`: the KL
+      sparsity loss), the paper's method; without gated blocks a plain curriculum step;
+    - `dense`: no gates (a dense control: same start, same iterations);
+    - `truncated`: the top `truncate` gateable blocks of `gated` lose their 3x3 conv
+      (fixed, nothing learned), or as many as make the cost closest to stage `match`'s;
+    - `layer_skip`: one gate per image and block (adaptive inference graphs, the paper's
+      [51]), KL target `rho` on the share of images computing each block;
+    - `static_mask`: a learned, input-independent mask per block (PerforatedCNN), KL target `rho`.
 
     Args:
         name: unique stage name; run names and checkpoints derive from it.
+        kind: one of the kinds above.
         iterations: SGD iterations of this stage.
         lr: base learning rate, decayed by the poly policy over `iterations`.
         lam: weight of the sparsity loss lambda * sum_l KL(rho || g_l).
@@ -77,10 +96,15 @@ class StageConfig:
         tau_end: temperature at the last iteration.
         tau_shape: schedule shape between the two.
         tau_iters: iterations over which tau anneals (held at tau_end after); None = the stage.
+        init: the earlier stage whose final checkpoint this one starts from; None = the previous.
+        truncate: `truncated` stages: how many of the top gateable blocks lose their 3x3 conv.
+        match: `truncated` stages: an earlier stage whose evaluated multiply-add ratio the
+            truncation matches as closely as whole blocks allow (instead of `truncate`).
     """
 
     name: str
     iterations: int
+    kind: StageKind = "pag"
     lr: float = 2e-4
     lam: float = 1e-4
     rho: Optional[float] = None
@@ -90,6 +114,9 @@ class StageConfig:
     tau_end: float = 0.1
     tau_shape: TauShape = "linear"
     tau_iters: Optional[int] = None
+    init: Optional[str] = None
+    truncate: Optional[int] = None
+    match: Optional[str] = None
 
 
 @dataclass
@@ -98,8 +125,10 @@ class TrainConfig:
 
     Args:
         batch_size: images per worker per iteration (the paper uses 1).
-        momentum: SGD momentum.
-        weight_decay: SGD weight decay.
+        optimizer: `sgd` (with momentum: the paper's), `adam` or `adamw`.
+        gate_lr_mult: the gates' learning rate as a multiple of the stage's `lr`.
+        momentum: SGD momentum (Adam's beta1 stays at its default).
+        weight_decay: weight decay (decoupled for AdamW).
         poly_power: exponent of the poly LR policy.
         seed: base random seed (each worker adds its rank).
         checkpoint_every: iterations between checkpoints (the last iteration always saves).
@@ -110,6 +139,8 @@ class TrainConfig:
     """
 
     batch_size: int = 1
+    optimizer: Optimizer = "sgd"
+    gate_lr_mult: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 0.0
     poly_power: float = 0.9

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -20,7 +20,7 @@ from pag_model import MACRO_BLOCKS
 from pag_model.tasks import TASKS, eval_fields, target_fields
 from pipelines.atomic import write_json
 from pipelines.checkpoint import as_checkpoint, build_model, load_checkpoint_model
-from pipelines.config import ConfigError, PipelineConfig
+from pipelines.config import ConfigError, PipelineConfig, StageConfig
 from pipelines.datasets import shards
 from pipelines.datasets.eval_reader import eval_batches
 from pipelines.datasets.shard_check import check_split_shards
@@ -51,6 +51,7 @@ class PipelineResult:
     parent_run_id: str
     png_dirs: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    points: list[FrontPoint] = field(default_factory=list)
 
 
 def preflight(config: PipelineConfig) -> None:
@@ -199,12 +200,14 @@ def run_pipeline(
             records.append(done)
             prev = done
             continue
-        child = tracker.child_run(parent, config.pipeline_id, stage.name, {"stage": asdict(stage)})
+        init = prev if stage.init is None else next(r for r in records if r.stage == stage.init)
+        resolved = resolve_stage(config, index, records)
+        child = tracker.child_run(parent, config.pipeline_id, stage.name, {"stage": asdict(resolved.stages[index])})
         progress(f"{head}: training {stage.iterations} iterations (MLflow run {child})")
         start = time.monotonic()
         try:
-            record = train_stage(config, index, prev, child, tracking_uri)
-            png_dir = finish_stage(config, tracker, record)
+            record = train_stage(resolved, index, init, child, tracking_uri)
+            png_dir = finish_stage(resolved, tracker, record)
         except BaseException:
             tracker.finish(child, "FAILED")
             tracker.finish(parent, "FAILED")
@@ -221,7 +224,42 @@ def run_pipeline(
         tracker.finish(parent, "FAILED")
         raise
     tracker.finish(parent)
-    return PipelineResult(records, pareto_front(points), best, tracking_uri, parent, png_dirs, versions)
+    front = pareto_front([p for p in points if p.extra["kind"] == "pag"])
+    return PipelineResult(records, front, best, tracking_uri, parent, png_dirs, versions, points)
+
+
+def resolve_stage(config: PipelineConfig, index: int, records: Sequence[StageRecord]) -> PipelineConfig:
+    """`config` with stage `index` made concrete: a truncated stage with `match` gets the
+    `truncate` (number of top blocks) whose multiply-add ratio is closest to the matched
+    stage's evaluated `macs_ratio` (computed on a crop-sized input, the ratio does not depend
+    on the size). Other stages come back unchanged."""
+    stage = config.stages[index]
+    if stage.kind != "truncated" or stage.match is None:
+        return config
+    target = next(r for r in records if r.stage == stage.match).metrics["macs_ratio"]
+    model = {**config.to_dict()["model"], "pretrained": None}
+    blocks = truncation_for_ratio(model, asdict(stage), target, tuple(config.data.crop))
+    stages = list(config.stages)
+    stages[index] = replace(stage, truncate=blocks)
+    return replace(config, stages=stages)
+
+
+def truncation_for_ratio(model: dict, stage: dict, target: float, size: tuple[int, int]) -> int:
+    """The number of top gated blocks to truncate whose multiply-add ratio to the dense
+    network is closest to `target` (ties: fewer blocks)."""
+    import torch
+
+    from pag_model.flops import count_macs
+
+    dense = build_model(model, {**stage, "kind": "dense", "gated": []}).eval()
+    image = torch.zeros(1, 3, *size)
+    dense_macs = float(count_macs(dense, image).macs[0])
+    n = len(build_model(model, {**stage, "truncate": None}).gated_blocks())
+    gaps = []
+    for k in range(1, n + 1):
+        net = build_model(model, {**stage, "truncate": k}).eval()
+        gaps.append((abs(float(count_macs(net, image).macs[0]) / dense_macs - target), k))
+    return min(gaps)[1]
 
 
 def finish_stage(config: PipelineConfig, tracker: Tracker, record: StageRecord) -> str:
@@ -245,37 +283,69 @@ def finish_stage(config: PipelineConfig, tracker: Tracker, record: StageRecord) 
     return str(png_dir)
 
 
-def _publish(
-    config: PipelineConfig,
-    tracker: Tracker,
-    parent: str,
-    records: Sequence[StageRecord],
-) -> tuple[list[FrontPoint], Optional[FrontPoint], dict[str, str]]:
-    """Front CSV + PNG on the parent run; rho stages registered with aliases and tags."""
+def point_kind(stage: StageConfig) -> Optional[tuple[str, str]]:
+    """(kind, method) of a stage's point on the front, or None for a stage that is not a
+    point (the base and other steps of the curriculum): PAG stages with a rho ("pag", "pag"),
+    the Table 2 baselines ("baseline", their kind), a dense stage branching off an earlier
+    one with `init` ("control", "dense": same start, same iterations, no gates)."""
+    if stage.kind == "pag":
+        return ("pag", "pag") if stage.rho is not None else None
+    if stage.kind == "dense":
+        return ("control", "dense") if stage.init is not None else None
+    return ("baseline", stage.kind)
+
+
+POINT_METRICS = ("semantic/miou", "depth/delta1", "macs_ratio", "time_ratio", "ponder/boundary_ratio")
+
+
+def stage_points(config: PipelineConfig, records: Sequence[StageRecord]) -> list[FrontPoint]:
+    """Every stage that is a point (`point_kind`), with kind, method, rho, cost ratios and
+    the front metric in `extra`.
+
+    Raises:
+        StageError: a point lacks `tracking.front_metric`.
+    """
     metric = config.tracking.front_metric
     stages = {s.name: s for s in config.stages}
     points = []
     for r in records:
-        rho = stages[r.stage].rho
-        if rho is None:
+        kind = point_kind(stages[r.stage])
+        if kind is None:
             continue
         if metric not in r.metrics:
             raise StageError(
                 f"tracking.front_metric={metric!r}: stage {r.stage} has no such metric "
                 f"(it has {sorted(r.metrics)})"
             )
-        extra = {"rho": rho, "model_uri": r.model_uri, "dense_macs": r.metrics["dense_macs"]}
-        extra.update({k: r.metrics[k] for k in ("semantic/miou", "depth/delta1") if k in r.metrics})
+        extra = {"kind": kind[0], "method": kind[1], "rho": stages[r.stage].rho, "model_uri": r.model_uri,
+                 "dense_macs": r.metrics["dense_macs"]}
+        extra.update({k: r.metrics[k] for k in POINT_METRICS if k in r.metrics})
         points.append(FrontPoint(r.stage, r.metrics["macs"], r.metrics[metric], extra))
+    return points
+
+
+def _publish(
+    config: PipelineConfig,
+    tracker: Tracker,
+    parent: str,
+    records: Sequence[StageRecord],
+) -> tuple[list[FrontPoint], Optional[FrontPoint], dict[str, str]]:
+    """Front CSV + PNG of every point on the parent run; the PAG points registered with
+    aliases and tags, the best within the budget as the champion."""
+    points = stage_points(config, records)
+    pag = [p for p in points if p.extra["kind"] == "pag"]
     if not points:
         return [], None, {}
-    budget = config.tracking.budget * max(p.extra["dense_macs"] for p in points)
-    best = champion(points, budget)
-    aliases = {p.name: [stage_alias(config.pipeline_id, p.name)] for p in points}
-    if best is not None:
-        aliases[best.name].append(champion_alias(config.pipeline_id))
+    best = None
+    aliases = {p.name: [stage_alias(config.pipeline_id, p.name)] for p in pag}
+    if pag:
+        budget = config.tracking.budget * max(p.extra["dense_macs"] for p in pag)
+        best = champion(pag, budget)
+        if best is not None:
+            aliases[best.name].append(champion_alias(config.pipeline_id))
     versions = publish_front(
-        tracker, parent, points, metric, plot_front, config.tracking.registered_model, config.pipeline_id, points, aliases
+        tracker, parent, points, config.tracking.front_metric, plot_front, config.tracking.registered_model,
+        config.pipeline_id, pag, aliases,
     )
     return points, best, versions
 
@@ -299,18 +369,28 @@ def _summary(metrics: dict[str, float]) -> str:
 
 
 def front_table(result: PipelineResult, config: PipelineConfig) -> str:
-    """Plain-text table of every stage: stage, rho, multiply-adds, mIoU, depth delta1."""
-    rhos = {s.name: s.rho for s in config.stages}
+    """Plain-text table of every stage: kind, rho, multiply-adds and their ratio to dense,
+    measured time ratio, mIoU, depth delta1, ponder ratio near boundaries."""
+    stages = {s.name: s for s in config.stages}
     on_front = {p.name for p in result.front}
-    lines = [f"{'stage':<14}{'rho':>6}{'GMACs/img':>11}{'ratio':>7}{'mIoU':>8}{'delta1':>8}  front"]
+    lines = [
+        f"{'stage':<16}{'method':<12}{'rho':>5}{'GMACs':>8}{'MACs':>6}{'time':>6}{'mIoU':>7}{'delta1':>7}{'ponder':>7}  front"
+    ]
     for r in result.records:
-        m = r.metrics
-        rho = "-" if rhos[r.stage] is None else f"{rhos[r.stage]:g}"
-        miou = f"{m['semantic/miou']:.3f}" if "semantic/miou" in m else "-"
-        d1 = f"{m['depth/delta1']:.3f}" if "depth/delta1" in m else "-"
+        m, stage = r.metrics, stages[r.stage]
+        kind = point_kind(stage)
+        method = kind[1] if kind else stage.kind
+        rho = "-" if stage.rho is None else f"{stage.rho:g}"
         mark = "*" if r.stage in on_front else ""
         champ = " champion" if result.champion is not None and result.champion.name == r.stage else ""
         lines.append(
-            f"{r.stage:<14}{rho:>6}{m.get('macs', 0) / 1e9:>11.4f}{m.get('macs_ratio', 1):>7.2f}{miou:>8}{d1:>8}  {mark}{champ}"
+            f"{r.stage:<16}{method:<12}{rho:>5}{m.get('macs', 0) / 1e9:>8.4f}{m.get('macs_ratio', 1):>6.2f}"
+            f"{_fmt(m, 'time_ratio', 6, 2)}{_fmt(m, 'semantic/miou', 7, 3)}{_fmt(m, 'depth/delta1', 7, 3)}"
+            f"{_fmt(m, 'ponder/boundary_ratio', 7, 2)}  {mark}{champ}"
         )
     return "\n".join(lines)
+
+
+def _fmt(metrics: dict[str, float], key: str, width: int, digits: int) -> str:
+    value = metrics.get(key)
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"

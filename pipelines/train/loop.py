@@ -2,7 +2,7 @@
 
 `train_loop_per_worker(config)` unpacks its config at the top, takes its dataset shard,
 builds and prepares the model (DDP through Ray Train: gloo on CPU, NCCL on GPU), then runs
-SGD with momentum and the poly LR policy on the task losses + lambda * sum_l KL(rho || g_l)
+the configured optimiser (SGD with momentum, the paper's; or Adam/AdamW) with the poly LR policy on the task losses + lambda * sum_l KL(rho || g_l)
 (paper Eq. 6), annealing the Gumbel temperature. Nothing here knows about stages or
 trials: the caller passes the model arguments, the schedule and where to start from.
 
@@ -38,6 +38,25 @@ from pipelines.train.progress import Progress, ProgressSender, Resumed
 def poly_scheduler(optimizer: torch.optim.Optimizer, iterations: int, power: float) -> Any:
     """The paper's poly policy: LR = base LR * (1 - it / iterations) ** power, 0 after the end."""
     return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=iterations, power=power)
+
+
+def make_optimizer(net: nn.Module, lr: float, train: dict[str, Any]) -> torch.optim.Optimizer:
+    """`train["optimizer"]` (sgd with momentum, adam or adamw) over the trainable parameters;
+    the gates' parameters (names with `.gate.`) in a group at `lr * train["gate_lr_mult"]`."""
+    params = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    gates = [p for n, p in params if ".gate." in n]
+    rest = [p for n, p in params if ".gate." not in n]
+    groups = [{"params": rest, "lr": lr}]
+    if gates:
+        groups.append({"params": gates, "lr": lr * train.get("gate_lr_mult", 1.0)})
+    name = train.get("optimizer", "sgd")
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=train["momentum"], weight_decay=train["weight_decay"])
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=train["weight_decay"])
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=train["weight_decay"])
+    raise ValueError(f"train.optimizer={name!r}: expected sgd, adam or adamw")
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -82,9 +101,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     run_id = state.get("run_id") or config.get("run_id")
 
     model = ray.train.torch.prepare_model(net)
-    optimizer = torch.optim.SGD(
-        net.parameters(), lr=stage["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"]
-    )
+    optimizer = make_optimizer(net, stage["lr"], train)
     scheduler = poly_scheduler(optimizer, iterations, train["poly_power"])
     tau_iters = stage.get("tau_iters") or iterations
     tau = TauSchedule(stage["tau_start"], stage["tau_end"], tau_iters, stage["tau_shape"])

@@ -122,3 +122,57 @@ def test_paper_config_runs_end_to_end_and_logs_its_benchmark(run, tmp_path, loca
     assert 0 < logged["eval/macs_ratio"] <= 1
     assert client.get_run(result.parent_run_id).info.status == "FINISHED"
     assert result.front and result.front[0].name == "rho-0_5"
+
+
+def test_table2_config_runs_every_stage_kind_from_one_checkpoint(tmp_path, local_ray, mlflow_server):  # noqa: F811
+    """configs/nyuv2_seg_table2.yaml shrunk: a base, then from it PAG, a dense control and the
+    three baselines (truncation matched to PAG's evaluated multiply-adds) with the config's own
+    optimiser; every point reaches the front CSV with its method, MAC and time ratios."""
+    import csv
+
+    from pipelines.config import load_config
+    from pipelines.train.curriculum import preflight, run_pipeline
+
+    run = RUNS[1]  # NYUv2 files, as Table 2
+    shards = _shards(run, tmp_path)
+    common = "iterations: 2, lr: 0.01, multipool: res5"
+    gated = "gated: [res4, res5]"
+    stages = (
+        f"[{{name: base, kind: dense, iterations: 2, lr: 0.01, multipool: res5}},"
+        f" {{name: pag, init: base, {common}, {gated}, rho: 0.5, lam: 0.002}},"
+        f" {{name: control, kind: dense, init: base, {common}}},"
+        f" {{name: trunc, kind: truncated, init: base, {common}, {gated}, match: pag}},"
+        f" {{name: skip, kind: layer_skip, init: base, {common}, {gated}, rho: 0.5, lam: 0.002}},"
+        f" {{name: perf, kind: static_mask, init: base, {common}, {gated}, rho: 0.5, lam: 0.002}}]"
+    )
+    overrides = [
+        "model.backbone=resnet_tiny", "model.pretrained=null", "model.head_channels=8",
+        f"data.uri={shards}", "data.crop=[48, 48]", "data.eval_images=0",
+        f"storage_path={tmp_path / 'runs'}", "scaling.use_gpu=false", "scaling.num_workers=1",
+        "scaling.cpus_per_worker=1", "train.batch_size=1", "train.checkpoint_every=2", "train.log_every=1",
+        f"tracking.tracking_uri={mlflow_server.uri}", f"stages={stages}",
+    ]
+    config = load_config(ROOT / "configs" / "nyuv2_seg_table2.yaml", overrides)
+    preflight(config)
+    result = run_pipeline(config, progress=lambda _: None)
+
+    metrics = {r.stage: r.metrics for r in result.records}
+    assert metrics["control"]["macs_ratio"] == pytest.approx(1.0)
+    assert "ponder/boundary_ratio" not in metrics["control"]
+    # resnet_tiny gates one block in each of res4 and res5: truncation removes 1 or 2 of them.
+    client = MlflowClient(mlflow_server.uri)
+    trunc_run = next(r for r in result.records if r.stage == "trunc")
+    assert client.get_run(trunc_run.run_id).data.params["stage.truncate"] in ("1", "2")
+    assert metrics["trunc"]["macs_ratio"] < 1.0
+    for name in ("pag", "control", "trunc", "skip", "perf"):
+        assert metrics[name]["time_ratio"] > 0, name
+    front_csv = client.download_artifacts(result.parent_run_id, "front/front.csv", str(tmp_path))
+    with open(front_csv) as fh:
+        rows = {row["name"]: row for row in csv.DictReader(fh)}
+    assert {n: (rows[n]["kind"], rows[n]["method"]) for n in rows} == {
+        "pag": ("pag", "pag"), "control": ("control", "dense"), "trunc": ("baseline", "truncated"),
+        "skip": ("baseline", "layer_skip"), "perf": ("baseline", "static_mask"),
+    }
+    assert all(float(rows[n]["time_ratio"]) > 0 and float(rows[n]["macs_ratio"]) > 0 for n in rows)
+    # Only PAG's points are registered: the baselines are comparisons, not products.
+    assert set(result.versions) == {"pag"}
