@@ -100,6 +100,9 @@ class StageConfig:
         truncate: `truncated` stages: how many of the top gateable blocks lose their 3x3 conv.
         match: `truncated` stages: an earlier stage whose evaluated multiply-add ratio the
             truncation matches as closely as whole blocks allow (instead of `truncate`).
+        calibrate: before the stage's evaluation, shift each gated layer's compute logit so
+            its evaluated density on training images is `rho` (`pag_model.calibration`); the
+            logged model is the calibrated one, the densities before and after are logged.
     """
 
     name: str
@@ -117,6 +120,7 @@ class StageConfig:
     init: Optional[str] = None
     truncate: Optional[int] = None
     match: Optional[str] = None
+    calibrate: bool = False
 
 
 @dataclass

@@ -269,16 +269,18 @@ def finish_stage(config: PipelineConfig, tracker: Tracker, record: StageRecord) 
     png_dir = Path(eval_root) / "eval" / record.stage if local else Path(tempfile.mkdtemp()) / record.stage
     with as_checkpoint(record.checkpoint).as_directory() as ckpt_dir:
         net = load_checkpoint_model(ckpt_dir)
+    stage = next(s for s in config.stages if s.name == record.stage)
+    calibration = calibrate(net, config, stage) if stage.calibrate else {}
     tasks = config.model.tasks
     batches = eval_batches(config.data.uri, config.data.eval_split, tasks, config.data.eval_images)
     class_names = shards.read_manifest(config.data.uri).get("class_names") or None
     metrics = evaluate_model(net, batches, tasks, config.model.num_classes, png_dir=png_dir, class_names=class_names)
+    metrics.update(calibration)
     record.metrics = metrics
     tracker.log_metrics(record.run_id, {f"eval/{k}": v for k, v in metrics.items()}, record.iterations)
     write_json(png_dir / "metrics.json", metrics)
     for path in sorted(png_dir.iterdir()):
         tracker.log_file(record.run_id, path, "eval")
-    stage = next(s for s in config.stages if s.name == record.stage)
     record.model_uri = tracker.log_model(record.run_id, net, config.to_dict()["model"], asdict(stage))
     return str(png_dir)
 
@@ -322,6 +324,26 @@ def stage_points(config: PipelineConfig, records: Sequence[StageRecord]) -> list
         extra.update({k: r.metrics[k] for k in POINT_METRICS if k in r.metrics})
         points.append(FrontPoint(r.stage, r.metrics["macs"], r.metrics[metric], extra))
     return points
+
+
+CALIBRATION_IMAGES = 64
+
+
+def calibrate(net, config: PipelineConfig, stage: StageConfig) -> dict[str, float]:
+    """Calibrate `net`'s gates to `stage.rho` on the first CALIBRATION_IMAGES training images
+    (never the evaluation split); returns the mean density before and after as metrics."""
+    from pag_model.calibration import calibrate_densities
+    from pag_model.evaluation import pad_to_multiple
+
+    split = config.data.train_split.split("+")[0]
+    batches = eval_batches(config.data.uri, split, (), CALIBRATION_IMAGES)
+    images = (pad_to_multiple(b["image"], net.output_stride) for b in batches)
+    layers = calibrate_densities(net, images, stage.rho)
+    return {
+        "calibration/density_before": sum(c.before for c in layers) / len(layers),
+        "calibration/density_after": sum(c.after for c in layers) / len(layers),
+        "calibration/images": float(CALIBRATION_IMAGES),
+    }
 
 
 def _publish(
