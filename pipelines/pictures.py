@@ -290,7 +290,8 @@ def front_figure(
 
 
 def _draw_front(ax: Axes, points: Sequence[Point], xs: Sequence[Optional[float]], xlabel: str) -> None:
-    """Every point with an x (None: left out of this panel), drawn by kind, with a legend."""
+    """Every point with an x (None: left out of this panel), drawn by kind; each kind's Line2D
+    carries the kind as its gid (the figure's legend orders by it)."""
     groups: dict[tuple[str, str], list[tuple[float, Point]]] = {}
     for p, x in zip(points, xs):
         if x is not None:
@@ -309,7 +310,8 @@ def _draw_front(ax: Axes, points: Sequence[Point], xs: Sequence[Optional[float]]
                         mfc="none", mec="C3", mew=1.4, label="Pareto front (trials)", zorder=2, gid="trial")
                 _annotate(ax, front, "C3")
         elif kind == "control":
-            ax.plot(x, y, ls="none", marker="*", ms=16, color="gold", mec="k", label=method if method != "control" else "dense", zorder=4, gid="control")
+            label = method if method != "control" else "dense"
+            ax.plot(x, y, ls="none", marker="*", ms=16, color="gold", mec="k", label=label, zorder=4, gid="control")
         elif kind == "baseline":
             style = _BASELINES.get(method, dict(marker="X", color="C5", label=method))
             ax.plot(x, y, ls="--", lw=1, ms=7, **style, zorder=3, gid="baseline")
