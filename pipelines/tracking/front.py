@@ -1,4 +1,5 @@
-"""The Pareto front of (computation, accuracy) points, its CSV and its plot.
+"""The Pareto front of (computation, accuracy) points, its CSV and its plot (drawn by
+`pipelines.pictures.front_figure`).
 
 Every rho stage of the curriculum (and every sweep trial) is a point: multiply-adds spent
 (lower is better) and a task metric (higher is better). A point is on the front when no other
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from pipelines.atomic import atomic_path
+from pipelines.pictures import front_figure, save_figure  # noqa: F401  (save_figure: re-exported)
 
 
 @dataclass(frozen=True)
@@ -89,32 +91,8 @@ def plot_front(
     score_label: str = "score",
     cost_label: str = "multiply-adds per image",
 ) -> Path:
-    """Scatter of all points with the front as a step line, saved as PNG atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    front = pareto_front(points)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.scatter([p.cost for p in points], [p.score for p in points], c="0.6", label="all")
-    ax.step([p.cost for p in front], [p.score for p in front], where="post", c="C0")
-    ax.scatter([p.cost for p in front], [p.score for p in front], c="C0", label="front")
-    for p in points:
-        ax.annotate(p.name, (p.cost, p.score), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(cost_label)
-    ax.set_ylabel(score_label)
-    ax.legend(loc="lower right")
-    return save_figure(fig, path)
-
-
-def save_figure(fig, path: Path) -> Path:
-    """Write a matplotlib figure to `path` atomically (temp name, then rename) and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-    return path
+    """`pipelines.pictures.front_figure` of the points (score against % multiply-adds saved;
+    against raw cost, labelled `cost_label`, when a point has no macs ratio), saved as PNG
+    atomically at `path`."""
+    front_figure(points, score_label, path, cost_label=cost_label)
+    return Path(path)

@@ -1,12 +1,10 @@
 """Multiply-add counts against the published ResNet-50 figure and hand-computed layer costs."""
-import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 
 from pag_model import PAGNet, count_macs, ponder_maps
-from pipelines.scoring import save_ponder_png
+from pipelines.pictures import ponder_figure
 
 
 def test_dense_resnet50_at_224_matches_published_4_1_gmacs():
@@ -64,6 +62,7 @@ def test_ponder_map_sums_masks_per_macro_block_and_png(tmp_path):
     # One gated block each in res4 and res5: left half computes twice, right half once.
     assert torch.equal(maps["overall"][0, :, :16], torch.full((32, 16), 2.0))
     assert torch.equal(maps["overall"][0, :, 16:], torch.full((32, 16), 1.0))
-    path = save_ponder_png(maps["overall"][0], tmp_path / "ponder.png", max_value=2)
-    img = np.asarray(Image.open(path))
-    assert img.shape == (32, 32, 3) and (img[:, :16] != img[:, 16:]).any()
+    fig = ponder_figure(torch.zeros(3, 32, 32), maps["overall"][0], 2, tmp_path / "ponder.png")
+    assert (tmp_path / "ponder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    drawn = fig.axes[1].images[0]
+    assert drawn.cmap(drawn.norm(2.0)) != drawn.cmap(drawn.norm(1.0))
