@@ -55,6 +55,7 @@ def build_model(model: dict[str, Any], stage: dict[str, Any]) -> PAGNet:
         head_channels=model["head_channels"],
         head_upsample=model.get("head_upsample", "deconv"),
         gate_granularity=GRANULARITY.get(kind, "pixel"),
+        init_open_prob=stage.get("gate_init", 0.95),
     )
     if kind == "truncated" and stage.get("truncate") is not None:
         truncate(net, int(stage["truncate"]))

@@ -105,6 +105,8 @@ def _check_kind(config: PipelineConfig, i: int) -> None:
             raise ConfigError(f"{where}.truncate={stage.truncate}: must be >= 1")
     elif stage.truncate is not None or stage.match is not None:
         raise ConfigError(f"{where}: truncate and match apply to kind=truncated only (kind is {stage.kind})")
+    if not 0.0 < stage.gate_init < 1.0:
+        raise ConfigError(f"{where}.gate_init={stage.gate_init}: must be in (0, 1)")
     if stage.calibrate and (stage.rho is None or stage.kind not in ("pag", "layer_skip", "static_mask")):
         raise ConfigError(f"{where}.calibrate=true: needs learned gates with a rho (kind pag, layer_skip or static_mask)")
     if i == 0 and stage.init is not None:

@@ -100,6 +100,10 @@ class StageConfig:
         truncate: `truncated` stages: how many of the top gateable blocks lose their 3x3 conv.
         match: `truncated` stages: an earlier stage whose evaluated multiply-add ratio the
             truncation matches as closely as whole blocks allow (instead of `truncate`).
+        gate_init: the gates' initial probability of computing (a new gate's bias). With Adam
+            a bias moves about `lr` per step, so input-independent gates (static_mask) and
+            per-image gates (layer_skip) need a start nearer their rho to reach it in a short
+            stage; pixel gates move through their weights as well.
         calibrate: before the stage's evaluation, shift each gated layer's compute logit so
             its evaluated density on training images is `rho` (`pag_model.calibration`); the
             logged model is the calibrated one, the densities before and after are logged.
@@ -120,6 +124,7 @@ class StageConfig:
     init: Optional[str] = None
     truncate: Optional[int] = None
     match: Optional[str] = None
+    gate_init: float = 0.95
     calibrate: bool = False
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,6 +25,7 @@ from pipelines.sweeps.space import COST, SCORE
 from pipelines.tracking.front import FrontPoint, champion, pareto_front
 from pipelines.tracking.publish import publish_front
 from pipelines.tracking.tracker import Tracker
+from pipelines.train.curriculum import stage_points
 from pipelines.train.stages import read_record
 
 
@@ -54,26 +55,25 @@ class SweepResult:
 
 
 def curriculum_points(sweep: SweepConfig, pipeline: PipelineConfig) -> list[FrontPoint]:
-    """The curriculum's finished rho stages as front points (none without `sweep.curriculum`)."""
+    """The curriculum's finished points (`pipelines.train.curriculum.stage_points`: its PAG
+    rho stages, the Table 2 baselines and the dense control, each with its kind and method)
+    as front points named `curriculum-<stage>`; none without `sweep.curriculum`."""
     if not sweep.curriculum:
         return []
     staged = load_config(sweep.curriculum)
     metric = pipeline.tracking.front_metric
+    records = [r for r in (read_record(staged, s) for s in staged.stages) if r is not None and metric in r.metrics]
     points = []
-    for stage in staged.stages:
-        record = read_record(staged, stage)
-        if stage.rho is None or record is None or metric not in record.metrics:
-            continue
-        extra = {
-            "source": "curriculum",
-            "rho": stage.rho,
-            "lam": stage.lam,
-            "model_uri": record.model_uri,
-            "macs_ratio": record.metrics["macs_ratio"],
-            "dense_macs": record.metrics["dense_macs"],
-        }
-        points.append(FrontPoint(f"curriculum-{stage.name}", record.metrics["macs"], record.metrics[metric], extra))
+    for p in stage_points(replace(staged, tracking=replace(staged.tracking, front_metric=metric)), records):
+        extra = {**p.extra, "source": "curriculum", "lam": next(s.lam for s in staged.stages if s.name == p.name)}
+        points.append(FrontPoint(f"curriculum-{p.name}", p.cost, p.score, extra))
     return points
+
+
+def registrable(points: Sequence[FrontPoint]) -> list[FrontPoint]:
+    """The PAG points (trials and the curriculum's rho stages): baselines and the dense
+    control are drawn and listed for comparison, never registered."""
+    return [p for p in points if p.extra.get("kind") not in ("baseline", "control")]
 
 
 def budget_alias(fraction: float) -> str:
@@ -107,6 +107,7 @@ def trial_points(trials: Sequence[TrialRow]) -> list[FrontPoint]:
             "lam": row.values.get("lam", ""),
             "model_uri": m["model_uri"],
             "macs_ratio": m["macs_ratio"],
+            "time_ratio": m.get("eval/time_ratio"),
             "dense_macs": m["dense_macs"],
             "stage": m["stage"],
             "run_id": m["run_id"],
@@ -127,13 +128,13 @@ def publish(
     """Trial table, front CSV and plot on the parent run; the front's models registered."""
     metric = pipeline.tracking.front_metric
     name = f"{pipeline.tracking.registered_model}-{sweep.sweep_id}"
-    front = pareto_front(points)
+    front = pareto_front(registrable(points))
     with tempfile.TemporaryDirectory() as tmp:
         tracker.log_file(parent, write_trials_csv(trials, Path(tmp) / "trials.csv"), "sweep")
     failed = [t.trial_id for t in trials if t.status == "error"]
     tracker.client.set_tag(parent, "failed_trials", ",".join(failed) or "none")
     tracker.log_metrics(parent, {"trials_done": sum(t.status == "done" for t in trials), "trials_failed": len(failed)}, 0)
-    aliases = budget_aliases(points, sweep.budgets)
+    aliases = budget_aliases(registrable(points), sweep.budgets)
     aliases_of: dict[str, list[str]] = {p.name: [] for p in front}
     for alias, point_name in aliases.items():
         aliases_of[point_name].append(alias)
@@ -160,20 +161,26 @@ def write_trials_csv(trials: Sequence[TrialRow], path: str | Path) -> Path:
 
 
 def summary_table(result: SweepResult) -> str:
-    """Plain-text table: every trial (and curriculum point) with rho, lambda, GMACs, score."""
+    """Plain-text table: every trial and curriculum point with its method, rho, lambda,
+    GMACs and their ratio to dense, the measured time ratio, the score."""
     on_front = {p.name for p in result.front}
     by_name = {v: k for k, v in result.aliases.items()}
-    lines = [f"{'trial':<24}{'status':>10}{'rho':>7}{'lambda':>10}{'GMACs/img':>11}{'ratio':>7}{'score':>8}  front"]
+    lines = [
+        f"{'trial':<28}{'method':>12}{'rho':>7}{'lambda':>10}{'GMACs/img':>11}{'MACs':>6}{'time':>6}{'score':>8}  front"
+    ]
     for p in sorted(result.points, key=lambda p: p.cost):
         mark = "*" if p.name in on_front else ""
         alias = " " + ",".join(a for a, n in result.aliases.items() if n == p.name) if p.name in by_name else ""
         lam = p.extra.get("lam", "")
         lam = f"{lam:.1e}" if isinstance(lam, float) else str(lam)
+        rho = p.extra.get("rho")
+        time = p.extra.get("time_ratio")
         lines.append(
-            f"{p.name:<24}{'done':>10}{p.extra.get('rho', 0):>7.3f}{lam:>10}{p.cost / 1e9:>11.4f}"
-            f"{p.extra.get('macs_ratio', 1):>7.2f}{p.score:>8.3f}  {mark}{alias}"
+            f"{p.name:<28}{p.extra.get('method', 'pag'):>12}{'-' if rho is None else f'{rho:.3f}':>7}{lam:>10}"
+            f"{p.cost / 1e9:>11.4f}{p.extra.get('macs_ratio', 1):>6.2f}{'-' if time is None else f'{time:.2f}':>6}"
+            f"{p.score:>8.3f}  {mark}{alias}"
         )
     for t in result.trials:
         if t.status != "done":
-            lines.append(f"{t.trial_id:<24}{t.status:>10}  {t.error.strip().splitlines()[-1][:80] if t.error else ''}")
+            lines.append(f"{t.trial_id:<28}{t.status:>12}  {t.error.strip().splitlines()[-1][:80] if t.error else ''}")
     return "\n".join(lines)

@@ -36,6 +36,8 @@ def _config(*stages: dict) -> dict:
     ({"name": "p", "iterations": 1, "gated": GATED, "rho": 0.5, "init": "later"}, "init='later': not an earlier stage"),
     ({"name": "t", "iterations": 1, "kind": "truncated", "gated": GATED, "match": "nope"}, "match='nope'"),
     ({"name": "p", "iterations": 1, "kind": "skip"}, "kind"),
+    ({"name": "c", "iterations": 1, "kind": "dense", "init": "base", "calibrate": True}, "calibrate=true"),
+    ({"name": "p", "iterations": 1, "gated": GATED, "rho": 0.5, "gate_init": 1.0}, "gate_init=1.0"),
 ])
 def test_bad_stage_kinds_are_named(stage, message):
     with pytest.raises(ConfigError, match=message) as info:
