@@ -276,6 +276,7 @@ def finish_stage(config: PipelineConfig, tracker: Tracker, record: StageRecord) 
     class_names = shards.read_manifest(config.data.uri).get("class_names") or None
     metrics = evaluate_model(net, batches, tasks, config.model.num_classes, png_dir=png_dir, class_names=class_names)
     metrics.update(calibration)
+    metrics.update(measured_time(net, config))
     record.metrics = metrics
     tracker.log_metrics(record.run_id, {f"eval/{k}": v for k, v in metrics.items()}, record.iterations)
     write_json(png_dir / "metrics.json", metrics)
@@ -327,6 +328,25 @@ def stage_points(config: PipelineConfig, records: Sequence[StageRecord]) -> list
 
 
 CALIBRATION_IMAGES = 64
+TIMING_IMAGES = 4  # of the evaluation split, of the first image's size
+
+
+def measured_time(net, config: PipelineConfig) -> dict[str, float]:
+    """Wall-clock time per image of `net` with perforated inference against its dense model
+    (no gates), both BN-folded and channels-last on the evaluation device, interleaved
+    (`pag_model.timing.measure_time_ratio`), on the first evaluation images."""
+    import torch
+
+    from pag_model.evaluation import pad_to_multiple
+    from pag_model.timing import measure_time_ratio
+
+    images = []
+    for batch in eval_batches(config.data.uri, config.data.eval_split, (), TIMING_IMAGES):
+        if images and batch["image"].shape != images[0].shape:
+            break
+        images.append(batch["image"])
+    timed = measure_time_ratio(net, pad_to_multiple(torch.cat(images), net.output_stride))
+    return {"time_ratio": timed.ratio, "time/perforated_s": timed.perforated_s, "time/dense_s": timed.dense_s}
 
 
 def calibrate(net, config: PipelineConfig, stage: StageConfig) -> dict[str, float]:
