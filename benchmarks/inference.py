@@ -48,6 +48,7 @@ from pag_model.sparse import (
     from_perforated,
     to_perforated,
 )
+from pag_model.timing import interleaved_times
 
 
 def build(kind: str, checkpoint: str | None) -> PAGNet:
@@ -86,15 +87,8 @@ def computed_macs(model: PAGNet, images: torch.Tensor, dense_masked: bool) -> fl
 
 
 def best_times(runs: dict[str, callable], repeats: int, clock=time.perf_counter) -> dict[str, float]:
-    for fn in runs.values():
-        fn()  # warm-up (and the C++ build on first use)
-    best = {name: float("inf") for name in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            start = clock()
-            fn()
-            best[name] = min(best[name], clock() - start)
-    return best
+    """Minimum of `repeats` interleaved calls each, after one warm-up round (the C++ build on first use)."""
+    return {name: min(times) for name, times in interleaved_times(runs, repeats, warmup=1, clock=clock).items()}
 
 
 @torch.inference_mode()

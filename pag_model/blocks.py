@@ -1,10 +1,11 @@
-"""The PAG bottleneck (PAG paper, Eq. 2) and `convert_to_pag`, the paper's plug-in.
+"""The PAG bottleneck (PAG paper, Eq. 2), `convert_to_pag`, the paper's plug-in, and its inverse.
 
 A ResNet bottleneck computes X = F1(I), Y = F2(X), Z = F3(Y), O = act(I + Z). With PAG the
 gate G = G(I) is computed from the block input in parallel with F1, and only the costly 3x3
 transform F2 is gated: Z = F3(Gbar * X + G * Y). Where G = 0 the pixel skips F2 and X flows
 straight into conv3. F1 and F3 (1x1 convolutions) run everywhere, as in the authors' code.
-Gates go into stride-1 bottlenecks with identity shortcuts, reusing their trained weights.
+Gates go into stride-1 bottlenecks with identity shortcuts, reusing their trained weights;
+`remove_gates` turns them back into plain timm bottlenecks (the dense network, no gate cost).
 """
 from __future__ import annotations
 
@@ -118,3 +119,37 @@ def convert_to_pag(
 def pag_blocks(model: nn.Module) -> list[tuple[str, PAGBottleneck]]:
     """(qualified name, block) for every PAGBottleneck in `model`, in module order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, PAGBottleneck)]
+
+
+def remove_gates(model: nn.Module) -> list[str]:
+    """Undo `convert_to_pag` in place: every PAGBottleneck becomes a plain timm Bottleneck.
+
+    The Bottleneck holds the PAG block's own layers (same weights), computes its 3x3 conv at
+    every pixel and has no gate: the network a user deploys without PAG. Any perforated
+    module (`sparse_conv2`) goes with the gate.
+
+    Returns:
+        Qualified names of the replaced blocks.
+    """
+    replaced = []
+    for name, block in pag_blocks(model):
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, ungated(block))
+        replaced.append(name)
+    return replaced
+
+
+def ungated(block: PAGBottleneck) -> Bottleneck:
+    """A timm Bottleneck (stride 1, identity shortcut) made of `block`'s layers, gate left out."""
+    # Built on the meta device (nothing allocated); every layer is then replaced by block's own.
+    plain = Bottleneck(block.conv1.in_channels, block.conv3.out_channels // Bottleneck.expansion, device="meta")
+    for name in ("conv1", "bn1", "act1", "conv2", "bn2", "drop_block", "act2", "conv3", "bn3", "act3"):
+        setattr(plain, name, getattr(block, name))
+    plain.aa = nn.Identity()  # gateable blocks have none (`is_gateable`)
+    plain.se = block.se
+    plain.drop_path = block.drop_path
+    plain.downsample = None
+    plain.dilation = block.conv2.dilation[0]
+    plain.train(block.training)
+    return plain

@@ -53,7 +53,8 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, t
 def fold_batchnorms(model: nn.Module) -> int:
     """Fold every BatchNorm2d that directly follows a Conv2d into it (eval statistics), in place.
 
-    Pairs: attributes convN / bnN of one module (timm bottlenecks, stems) and consecutive
+    Pairs: attributes convN / bnN of one module (timm bottlenecks, stems; convN may be a
+    Sequential ending in a Conv2d, as timm's deep stem) and consecutive
     Conv2d, BatchNorm2d entries of an nn.Sequential (downsample, heads, MultiPool
     branches). Each folded BatchNorm2d becomes nn.Identity and its conv gains the bias. An
     inference-only transform (training statistics are gone); call `to_perforated` first, as
@@ -70,6 +71,8 @@ def fold_batchnorms(model: nn.Module) -> int:
         for name, child in module.named_children():
             if isinstance(child, nn.BatchNorm2d) and name.startswith("bn"):
                 conv = getattr(module, "conv" + name[2:], None)
+                if isinstance(conv, nn.Sequential) and len(conv) and isinstance(conv[-1], nn.Conv2d):
+                    conv = conv[-1]  # a deep stem (timm's stem_type="deep") ends in its conv
                 if isinstance(conv, nn.Conv2d):
                     pairs.append((module, name, conv, child))
     for parent, name, conv, bn in pairs:
