@@ -2,8 +2,10 @@
 it (`python pipelines/staged.py --config configs/demo.yaml --set ...`, shrunk to seconds):
 
 - data shards, Ray Train checkpoints, stage records and MLflow artifacts all land in the bucket;
-- the first run is killed (its whole process group: driver, raylet, workers) after a
-  checkpoint of the first stage reached S3; the re-run of the same pipeline id resumes that
+- the first run is killed (its whole process group: driver, raylet, workers) once Ray Train
+  has registered a checkpoint of the first stage on S3 (its run snapshot names it: a
+  checkpoint directory is uploaded before the snapshot is written, and a run killed in between
+  rightly starts the stage again from scratch); the re-run of the same pipeline id resumes that
   stage from the S3 checkpoint (not from scratch) and finishes the pipeline;
 - a secret planted in the environment (AWS_SECRET_ACCESS_KEY) and one planted in the config
   (a password in the tracking URI) appear nowhere: not in stdout/stderr, MLflow params, tags,
@@ -11,6 +13,7 @@ it (`python pipelines/staged.py --config configs/demo.yaml --set ...`, shrunk to
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -19,10 +22,12 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Optional
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pipelines.train.stages import SNAPSHOT_FILE
 from tests.support.infra import start_s3_mlflow_server, stop_mlflow_server
 from tests.support.ray_cluster import kill_mentioning
 from tests.support.s3 import s3_server  # noqa: F401
@@ -42,6 +47,21 @@ PID = "s3e2e"
 def bucket_keys(client, bucket: str) -> list[str]:
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def registered_iteration(client, bucket: str, run_prefix: str, keys: list[str]) -> Optional[int]:
+    """The iteration of the checkpoint Ray Train would resume the run from, or None.
+
+    Read as `check_resume_checkpoint` reads it: the run's snapshot names its latest checkpoint
+    directory, whose `state.pt` is on S3 (`keys`: the bucket's keys, listed before this call).
+    """
+    if run_prefix + SNAPSHOT_FILE not in keys:
+        return None
+    body = client.get_object(Bucket=bucket, Key=run_prefix + SNAPSHOT_FILE)["Body"].read()
+    latest = json.loads(body).get("latest_checkpoint_result")
+    if not latest or f"{run_prefix}{latest['checkpoint_dir_name']}/state.pt" not in keys:
+        return None
+    return int(latest["metrics"]["iteration"])
 
 
 def kill_group(proc: subprocess.Popen, ray_tmp: str) -> None:
@@ -90,22 +110,24 @@ def test_demo_pipeline_on_s3_resumes_from_s3_checkpoint_and_leaks_no_secret(s3_s
         env.update(AWS_SECRET_ACCESS_KEY=planted_env, RAY_TMPDIR=ray_tmp, PYTHONUNBUFFERED="1")
         env.pop("RAY_ADDRESS", None)
 
-        # Run 1: killed as soon as a checkpoint of stage `base` is on S3.
+        # Run 1: killed as soon as Ray Train has registered a checkpoint of stage `base` on S3.
         first_log = tmp_path / "first.log"
         with open(first_log, "w") as log:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         prefix = f"runs/{PID}/{PID}-00-base/"
         deadline = time.monotonic() + 420
-        seen: list[str] = []
+        registered: Optional[int] = None
         try:
             while time.monotonic() < deadline and proc.poll() is None:
-                seen = [k for k in bucket_keys(s3, bucket) if k.startswith(prefix + "checkpoint_") and k.endswith("/state.pt")]
-                if seen:
+                registered = registered_iteration(s3, bucket, prefix, bucket_keys(s3, bucket))
+                if registered is not None:
                     break
                 time.sleep(0.3)
         finally:
             kill_group(proc, ray_tmp)
-        assert seen, f"no checkpoint reached S3 before the first run ended:\n{first_log.read_text()[-3000:]}"
+        assert registered is not None, (
+            f"no registered checkpoint on S3 before the first run ended:\n{first_log.read_text()[-3000:]}"
+        )
         done_key = f"runs/{PID}/stages/base.done.json"
         assert done_key not in bucket_keys(s3, bucket), "stage finished before the kill: raise BASE_ITERATIONS"
 
@@ -131,7 +153,8 @@ def test_demo_pipeline_on_s3_resumes_from_s3_checkpoint_and_leaks_no_secret(s3_s
         assert not any(k.endswith(("/MLmodel", ".pkl", ".pth")) for k in mlflow_keys)
         assert not (ROOT / "runs" / PID).exists() and not (tmp_path / PID).exists()
 
-        # Resumed from the S3 checkpoint: one child run, training restarted past iteration 0,
+        # Resumed from the S3 checkpoint: one child run, training restarted at (or past: the kill
+        # lands a moment after the snapshot was read) the registered checkpoint,
         # every iteration's loss logged, the final state at the last iteration.
         client = MlflowClient(server.uri, registry_uri=server.uri)
         experiment = client.get_experiment_by_name("infra-s3")
@@ -140,7 +163,7 @@ def test_demo_pipeline_on_s3_resumes_from_s3_checkpoint_and_leaks_no_secret(s3_s
         assert len(base_runs) == 1
         base_id = base_runs[0].info.run_id
         resumed = [m.value for m in client.get_metric_history(base_id, "train/resumed_from")]
-        assert resumed and all(4 <= v < BASE_ITERATIONS for v in resumed), resumed
+        assert resumed and all(registered <= v < BASE_ITERATIONS for v in resumed), (registered, resumed)
         steps = {m.step for m in client.get_metric_history(base_id, "train/loss")}
         assert steps == set(range(1, BASE_ITERATIONS + 1))
 

@@ -24,7 +24,7 @@ from tests.support.staged_data import DEMO, ROOT, make_shards, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
-BASE_ITERS, RHO_ITERS, EVERY = 80, 8, 4
+BASE_ITERS, RHO_ITERS, EVERY = 24, 8, 4
 STAGES = (
     f"[{{name: base, iterations: {BASE_ITERS}, lr: 0.01}},"
     f" {{name: rho-0_5, iterations: {RHO_ITERS}, lr: 0.01, multipool: res5, gated: [res4, res5], rho: 0.5, lam: 0.002}}]"

@@ -138,7 +138,10 @@ def test_worker_killed_mid_stage_resumes_from_checkpoint(local_ray, shards, tmp_
     from pipelines.checkpoint import load_state
     from pipelines.train.curriculum import run_pipeline
 
-    stages = "[{name: base, iterations: 30, lr: 0.01}]"
+    # The kill lands right after the first registered checkpoint (iteration 3): the iterations
+    # after it only need to outlast the kill, then the restart resumes and trains the rest.
+    iterations = 12
+    stages = f"[{{name: base, iterations: {iterations}, lr: 0.01}}]"
     cfg = tiny_config(shards, tmp_path, stages, workers=2, extra=["pipeline_id=kill", "train.checkpoint_every=3"])
     errors: list[BaseException] = []
     results = []
@@ -164,12 +167,12 @@ def test_worker_killed_mid_stage_resumes_from_checkpoint(local_ray, shards, tmp_
     victims = _train_workers()
     assert victims, "no RayTrainWorker process found under this test process"
     os.kill(victims[0], signal.SIGKILL)
-    assert not (run_dir / "checkpoint_00000030").exists(), "killed too late: the stage had finished"
+    assert not (run_dir / f"checkpoint_{iterations:08d}").exists(), "killed too late: the stage had finished"
     thread.join(timeout=600)
     assert not errors, errors
     record = results[0].records[0]
     state = load_state(record.checkpoint)
-    assert state["iteration"] == 30 and state["scheduler"]["last_epoch"] == 30
+    assert state["iteration"] == iterations and state["scheduler"]["last_epoch"] == iterations
 
     client = MlflowClient(results[0].tracking_uri)
     runs = _runs(client, "pag-demo", "kill")
@@ -179,7 +182,7 @@ def test_worker_killed_mid_stage_resumes_from_checkpoint(local_ray, shards, tmp_
     resumed = client.get_metric_history(run_id, "train/resumed_from")
     assert resumed and all(m.value >= 3 for m in resumed)  # not from scratch
     steps = {m.step for m in client.get_metric_history(run_id, "train/loss")}
-    assert steps == set(range(1, 31))  # metrics continue to the last iteration
+    assert steps == set(range(1, iterations + 1))  # metrics continue to the last iteration
 
 
 def test_nonfinite_loss_stops_with_clear_error_and_keeps_checkpoint(local_ray, shards, tmp_path):

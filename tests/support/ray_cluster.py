@@ -6,9 +6,13 @@ user-wide ~/.ray/auth_token that other people's clusters read) and points every 
 with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH; `env` carries those for clients
 (`ray job submit`, drivers).
 
-The head runs with `--block` as a subprocess in a new session; teardown signals that process
-group and then any process still holding the cluster's temp dir. Never `ray stop`, which would
-stop every Ray cluster on the machine.
+The head runs with `--block` as a subprocess in a new session. Teardown sends SIGTERM to that
+`ray start` process alone: its handler stops the node's processes in order (a few seconds).
+Signalling the whole group instead stops the GCS first, and the rest then wait ~30 s on it.
+Then SIGKILL for the group and any process still holding the cluster's temp dir. Never
+`ray stop`, which would stop every Ray cluster on the machine. RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0
+turns off the drain (for Serve replicas on Kubernetes) that Ray 2.60's SIGTERM handler runs
+before stopping: a test cluster has nothing to drain.
 """
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ def start_ray_head(num_cpus: int = 2) -> RayCluster:
     token_path.write_text(secrets.token_hex(32))
     token_path.chmod(0o600)
     env = dict(os.environ)
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path))
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path), RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
     env.pop("RAY_ADDRESS", None)
     # As a user with the venv activated: job entrypoints run `python` from PATH.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -66,7 +70,10 @@ def start_ray_head(num_cpus: int = 2) -> RayCluster:
         "--runtime-env-agent-port": free_port(),
         "--metrics-export-port": free_port(),
     }
+    # Worker ports: a range clear of the ports picked above (Ray refuses to start on an overlap).
     worker_base = 20000 + secrets.randbelow(30000)
+    while any(worker_base <= port <= worker_base + 200 for port in ports.values()):
+        worker_base = 20000 + secrets.randbelow(30000)
     cmd = [
         str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
         "--node-ip-address", "127.0.0.1",
@@ -112,13 +119,18 @@ def start_ray_head(num_cpus: int = 2) -> RayCluster:
 
 
 def stop_ray_head(cluster: RayCluster) -> None:
-    """Stop this cluster only: its process group, then stragglers using its temp dir."""
+    """Stop this cluster only: `ray start` stops its node, then its group and stragglers die."""
     if cluster.process.poll() is None:
-        os.killpg(cluster.process.pid, signal.SIGTERM)
+        cluster.process.terminate()
         try:
             cluster.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(cluster.process.pid, signal.SIGKILL)
+            pass
+    try:
+        os.killpg(cluster.process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    cluster.process.wait(timeout=30)
     # Workers and agents may have left the group; they all carry our temp dir or session.
     kill_mentioning(str(cluster.temp_dir))
 
@@ -147,9 +159,10 @@ def pids_mentioning(marker: str) -> list[int]:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """A 2-CPU head node for `ray job submit` tests, shared by the session."""
+    """A 2-CPU head node for a module's `ray job submit` tests (stopped after the module, so its
+    processes do not compete for the CPUs with the rest of the session)."""
     cluster = start_ray_head(num_cpus=2)
     yield cluster
     stop_ray_head(cluster)
