@@ -23,8 +23,15 @@ def make_shards(root: Path, train: int = 8, test: int = 2, size: tuple[int, int]
 
 
 def tiny_overrides(shards: Path, storage: Path, stages: str, workers: int = 1) -> list[str]:
-    """configs/demo.yaml shrunk to seconds: small crops, few images, the given stage list."""
+    """configs/demo.yaml shrunk to seconds: small crops, few images, the given stage list, the
+    small `resnet_tiny` on two tasks with the paper's SGD (what these tests exercise; the
+    demo's own model and optimiser are tested by the demo's test)."""
     return [
+        "model.backbone=resnet_tiny",
+        "model.tasks=[semantic, depth]",
+        "model.head_upsample=deconv",
+        "train.optimizer=sgd",
+        "train.gate_lr_mult=1.0",
         f"data.uri={shards}",
         f"storage_path={storage}",
         "data.crop=[32, 32]",
