@@ -81,6 +81,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default="demo_out", help="output directory (data, runs, MLflow, summary)")
     parser.add_argument("--seeds", type=int, default=SEEDS, help="pipelines to run, seeds 0..N-1")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--scenes", type=int, nargs=2, default=[SCENES["train"], SCENES["test"]],
+                        metavar=("TRAIN", "TEST"), help="generated scenes per split")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         print(f"error: --seeds={args.seeds}: expected at least 1", file=sys.stderr)
@@ -92,7 +94,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    prepare_data(out)
+    if min(args.scenes) < 1:
+        print(f"error: --scenes {args.scenes[0]} {args.scenes[1]}: expected at least 1 scene per split", file=sys.stderr)
+        return 2
+    prepare_data(out, {"train": args.scenes[0], "test": args.scenes[1]})
     try:
         for config in configs:
             preflight(config)

@@ -80,13 +80,29 @@ _PATH_VARIABLES = frozenset({"PWD", "OLDPWD"})
 def env_secrets(environ: Optional[Mapping[str, str]] = None) -> list[str]:
     """Values of secret-looking environment variables, longest first (at least MIN_LITERAL_LEN);
     working directories and existing absolute paths are not secrets."""
-    env = os.environ if environ is None else environ
+    env = environ_snapshot() if environ is None else environ
     found = {
         v
         for k, v in env.items()
         if is_secret_key(k) and len(v) >= MIN_LITERAL_LEN and k not in _PATH_VARIABLES and not _is_path(v)
     }
     return sorted(found, key=len, reverse=True)
+
+
+def environ_snapshot() -> dict[str, str]:
+    """A copy of os.environ taken safely while other threads change it (MLflow's telemetry
+    thread sets and unsets variables; iterating os.environ meanwhile raises KeyError). The
+    copy of its underlying dict is one C-level operation under the GIL."""
+    data = getattr(os.environ, "_data", None)
+    if isinstance(data, dict):
+        copied = dict(data)
+        return {os.environ.decodekey(k): os.environ.decodevalue(v) for k, v in copied.items()}
+    for _ in range(100):  # another platform's os.environ: retry the race
+        try:
+            return dict(os.environ)
+        except (KeyError, RuntimeError):
+            continue
+    raise RuntimeError("the environment kept changing while it was read")
 
 
 def _is_path(value: str) -> bool:

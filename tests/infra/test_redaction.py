@@ -136,3 +136,32 @@ def test_describe_error_redacts_every_exception_of_the_chain():
         "  caused by ConnectionError: Max retries exceeded with url: "
         "http://alice:***@mlflow.internal:5000/api/2.0/mlflow/experiments/get",
     ]
+
+
+def test_environment_is_read_safely_while_another_thread_changes_it():
+    """MLflow's telemetry thread sets and unsets variables while a run starts; reading the
+    secrets from the environment must not fail with KeyError (it did, once, in the demo)."""
+    import os
+    import threading
+
+    from pipelines.tracking.redaction import env_secrets
+
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            os.environ[f"_CHURN_{i % 50}"] = "x"
+            os.environ.pop(f"_CHURN_{(i + 25) % 50}", None)
+            i += 1
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for _ in range(3000):
+            env_secrets()
+    finally:
+        stop.set()
+        thread.join()
+        for i in range(50):
+            os.environ.pop(f"_CHURN_{i}", None)
