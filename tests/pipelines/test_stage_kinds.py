@@ -112,6 +112,8 @@ def test_optimizer_puts_the_gates_in_their_own_group_at_the_multiplied_rate():
 
 def test_shipped_table2_config_builds_every_stage_at_paper_scale():
     cfg = load_config(ROOT / "configs" / "nyuv2_seg_table2.yaml")
+    paper = load_config(ROOT / "configs" / "nyuv2_seg.yaml")
+    assert (cfg.model, cfg.data, cfg.train, cfg.scaling) == (paper.model, paper.data, paper.train, paper.scaling)
     assert cfg.model.backbone == "resnet50" and cfg.train.optimizer == "sgd"
     kinds = {s.kind for s in cfg.stages}
     assert kinds == {"pag", "dense", "truncated", "layer_skip", "static_mask"}
