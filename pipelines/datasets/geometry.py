@@ -83,8 +83,9 @@ class Box:
             t2 = (self.hi - o) * inv
         # 0 * inf = nan only when a ray runs inside a face's plane: no constraint on that axis.
         # fmax/fmin skip the nan; an all-nan row stays nan and counts as a miss.
-        near = np.fmax.reduce(np.minimum(t1, t2), axis=1)
-        far = np.fmin.reduce(np.maximum(t1, t2), axis=1)
+        lo, hi = np.minimum(t1, t2), np.maximum(t1, t2)
+        near = np.fmax(np.fmax(lo[:, 0], lo[:, 1]), lo[:, 2])  # per-column: faster than .reduce(axis=1)
+        far = np.fmin(np.fmin(hi[:, 0], hi[:, 1]), hi[:, 2])
         return np.where((near <= far) & (near > 1e-9), near, np.inf)
 
     def normal_at(self, points: np.ndarray) -> np.ndarray:
@@ -155,11 +156,12 @@ def _ray_groups(dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for angle in (az, el):
         lo, span = angle.min(), max(np.ptp(angle), 1e-12)
         cell = cell * GRID + np.minimum((angle - lo) / span * GRID, GRID - 1).astype(np.int64)
-    ids, group = np.unique(cell, return_inverse=True)
-    axis = np.zeros((len(ids), 3))
-    np.add.at(axis, group, u)
+    present = np.bincount(cell, minlength=GRID * GRID) > 0
+    group = (np.cumsum(present) - 1)[cell]  # cells renumbered 0..G-1 in increasing order
+    n = int(present.sum())
+    axis = np.stack([np.bincount(group, weights=u[:, k], minlength=n) for k in range(3)], -1)
     axis /= np.maximum(np.linalg.norm(axis, axis=1, keepdims=True), 1e-12)
-    cos = np.full(len(ids), 1.0)
+    cos = np.full(n, 1.0)
     np.minimum.at(cos, group, np.einsum("ij,ij->i", u, axis[group]))
     return group, axis, np.arccos(np.clip(cos, -1.0, 1.0)) + 1e-6
 
@@ -178,27 +180,41 @@ def nearest(origin: np.ndarray, dirs: np.ndarray, prims: list[Primitive]) -> tup
         return best_t, best_p
     dir_sq = np.einsum("ij,ij->i", dirs, dirs)
     group, axis, half = _ray_groups(dirs)
+    bounds = [prim.bound() for prim in prims]
+    # Cone test of every bounded primitive against every group at once: (P, G) candidates.
+    bounded = [i for i, bound in enumerate(bounds) if bound is not None]
+    near_groups: dict[int, np.ndarray] = {}
+    if bounded:
+        v = np.array([bounds[i][0] for i in bounded]) - o
+        radius = np.array([bounds[i][1] for i in bounded])
+        dist = np.linalg.norm(v, axis=1)
+        outside = dist > radius  # else the origin is inside the bound: every group is a candidate
+        safe = np.where(outside, dist, 1.0)
+        spread = np.arccos(np.clip((v / safe[:, None]) @ axis.T, -1.0, 1.0))
+        margin = np.arcsin(np.clip(radius / safe, 0.0, 1.0))
+        near = spread <= half[None] + margin[:, None]
+        near_groups = {i: near[k] for k, i in enumerate(bounded) if outside[k]}
+    everything = np.arange(len(dirs))
     for i, prim in enumerate(prims):
-        bound = prim.bound()
+        bound = bounds[i]
         if bound is None:
             t = prim.hit(o, dirs)
             closer = t < best_t
             best_t[closer], best_p[closer] = t[closer], i
             continue
-        centre, radius = bound
-        v = centre - o
-        dist = float(np.linalg.norm(v))
-        if dist > radius:  # else the origin is inside the bound: every group is a candidate
-            spread = np.arccos(np.clip(axis @ v / dist, -1.0, 1.0))
-            near_groups = spread <= half + np.arcsin(radius / dist)
-            if not near_groups.any():
+        centre, radius_i = bound
+        if i in near_groups:
+            groups = near_groups[i]
+            if not groups.any():
                 continue
-            rays = np.flatnonzero(near_groups[group])
+            rays = np.flatnonzero(groups[group])
         else:
-            rays = np.arange(len(dirs))
-        rays = rays[_candidates(o, dirs[rays], dir_sq[rays], centre, radius)]
+            rays = everything
+        sub = dirs[rays]
+        keep = _candidates(o, sub, dir_sq[rays], centre, radius_i)
+        rays = rays[keep]
         if rays.size:
-            t = prim.hit(o, dirs[rays])
+            t = prim.hit(o, sub[keep])
             closer = t < best_t[rays]
             best_t[rays[closer]], best_p[rays[closer]] = t[closer], i
     return best_t, best_p
