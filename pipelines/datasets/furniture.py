@@ -78,22 +78,22 @@ def table(b: Builder, rng: np.random.Generator, x: float, z: float, w: float, d:
 
 def chair(b: Builder, rng: np.random.Generator, x: float, z: float, back: tuple[int, int], floor_y: float) -> None:
     """Seat, four thin legs and a slatted back on side `back` (unit (dx, dz)), centred at (x, z)."""
-    s, seat_h, leg = rng.uniform(0.4, 0.48), rng.uniform(0.42, 0.48), rng.uniform(0.02, 0.035)
+    s, seat_h, leg = rng.uniform(0.45, 0.55), rng.uniform(0.42, 0.48), rng.uniform(0.035, 0.05)
     material = "wood" if rng.random() < 0.7 else "metal"
     y = floor_y - seat_h
-    b.box([x - s / 2, y, z - s / 2], [x + s / 2, y + 0.035, z + s / 2], "chair", "wood")
+    b.box([x - s / 2, y, z - s / 2], [x + s / 2, y + 0.05, z + s / 2], "chair", "wood")
     for sx in (-1, 1):
         for sz in (-1, 1):
             cx, cz = x + sx * (s / 2 - leg / 2), z + sz * (s / 2 - leg / 2)
             rear = (sx == back[0] and back[0] != 0) or (sz == back[1] and back[1] != 0)
-            top = y - rng.uniform(0.4, 0.5) if rear else y + 0.035
+            top = y - rng.uniform(0.45, 0.55) if rear else y + 0.05
             b.box([cx - leg / 2, top, cz - leg / 2], [cx + leg / 2, floor_y, cz + leg / 2], "chair", material)
     # slats between the rear posts
     bx, bz = x + back[0] * (s / 2 - leg / 2), z + back[1] * (s / 2 - leg / 2)
     half = np.array([leg / 2 if back[0] else s / 2, 0, leg / 2 if back[1] else s / 2])
-    for k in range(int(rng.integers(1, 4))):
-        yy = y - 0.12 - 0.11 * k
-        b.box([bx - half[0], yy - 0.04, bz - half[2]], [bx + half[0], yy, bz + half[2]], "chair", "wood")
+    for k in range(int(rng.integers(2, 4))):
+        yy = y - 0.12 - 0.13 * k
+        b.box([bx - half[0], yy - 0.08, bz - half[2]], [bx + half[0], yy, bz + half[2]], "chair", "wood")
 
 
 def cabinet(b: Builder, rng: np.random.Generator, wall: Wall, t: float, w: float, d: float, h: float) -> None:
@@ -126,14 +126,14 @@ def bookshelf(b: Builder, rng: np.random.Generator, wall: Wall, t: float, w: flo
         while u < end - 0.1:
             run = min(rng.uniform(0.1, 0.5), end - u)
             wall.box(b, (u, u + run), (lv + board, lv + board + gap * rng.uniform(0.6, 0.9)),
-                     (0.02 + rng.uniform(0, 0.05), d - rng.uniform(0.0, 0.04)), "books", "spines")
+                     (0.02 + rng.uniform(0, 0.05), d - rng.uniform(0.0, 0.04)), "otherprop", "spines")
             u += run + rng.uniform(0.03, 0.3)
 
 
 def door(b: Builder, rng: np.random.Generator, wall: Wall, t: float) -> None:
     """A slab (wood or painted), a casing of three strips, a handle."""
     dw, dh, c = rng.uniform(0.8, 1.0), rng.uniform(1.95, 2.1), rng.uniform(0.05, 0.09)
-    material = "wood" if rng.random() < 0.5 else "paint"
+    material = "wood" if rng.random() < 0.8 else "paint"
     wall.box(b, (t - dw / 2, t + dw / 2), (0.0, dh), (0.0, 0.03), "door", material)
     for side in (-1, 1):
         edge = t + side * (dw / 2 + c / 2)
@@ -171,14 +171,14 @@ def picture(b: Builder, rng: np.random.Generator, wall: Wall, t: float, w: float
 
 def props(b: Builder, rng: np.random.Generator, x: tuple[float, float], z: tuple[float, float], y: float) -> None:
     """Clutter on a surface at height y (the surface's top): stacked books, cups, boxes."""
-    for _ in range(int(rng.integers(1, 6))):
+    for _ in range(int(rng.integers(1, 4))):
         px, pz = rng.uniform(x[0] + 0.08, x[1] - 0.08), rng.uniform(z[0] + 0.08, z[1] - 0.08)
         kind = rng.random()
         if kind < 0.35:  # a stack of lying books
             yy = y
             for _ in range(int(rng.integers(1, 4))):
                 bw, bd, bh = rng.uniform(0.12, 0.22), rng.uniform(0.15, 0.28), rng.uniform(0.015, 0.05)
-                b.box([px - bw / 2, yy - bh, pz - bd / 2], [px + bw / 2, yy, pz + bd / 2], "books", "solid")
+                b.box([px - bw / 2, yy - bh, pz - bd / 2], [px + bw / 2, yy, pz + bd / 2], "otherprop", "solid")
                 yy -= bh
         elif kind < 0.7:  # a cup or a bottle
             r, hh = rng.uniform(0.025, 0.05), rng.uniform(0.06, 0.3)
@@ -190,7 +190,7 @@ def props(b: Builder, rng: np.random.Generator, x: tuple[float, float], z: tuple
 
 def floor_lamp(b: Builder, rng: np.random.Generator, x: float, z: float, floor_y: float) -> None:
     """A base, a thin rod and a shade."""
-    h, r, rod = rng.uniform(1.3, 1.7), rng.uniform(0.15, 0.25), rng.uniform(0.015, 0.03)
+    h, r, rod = rng.uniform(1.3, 1.7), rng.uniform(0.2, 0.32), rng.uniform(0.025, 0.045)
     b.box([x - 0.12, floor_y - 0.03, z - 0.12], [x + 0.12, floor_y, z + 0.12], "lamp", "metal")
     b.box([x - rod / 2, floor_y - h, z - rod / 2], [x + rod / 2, floor_y - 0.03, z + rod / 2], "lamp", "metal")
     b.sphere([x, floor_y - h - r * 0.8, z], r, "lamp", "shade")
@@ -198,7 +198,7 @@ def floor_lamp(b: Builder, rng: np.random.Generator, x: float, z: float, floor_y
 
 def hanging_lamp(b: Builder, rng: np.random.Generator, x: float, z: float, ceil_y: float) -> None:
     """A shade on a cord from the ceiling."""
-    r, drop = rng.uniform(0.12, 0.3), rng.uniform(0.4, 0.9)
+    r, drop = rng.uniform(0.2, 0.35), rng.uniform(0.4, 0.9)
     b.box([x - 0.006, ceil_y, z - 0.006], [x + 0.006, ceil_y + drop, z + 0.006], "lamp", "metal")
     b.sphere([x, ceil_y + drop + r * 0.9, z], r, "lamp", "shade")
 

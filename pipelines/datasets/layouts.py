@@ -17,7 +17,7 @@ from pipelines.datasets.furniture import Builder, Wall
 from pipelines.datasets.geometry import Primitive
 
 ROOM_CLASSES = ("wall", "floor", "ceiling", "cabinet", "table", "door", "lamp", "chair", "bookshelf", "picture",
-                "curtain", "floor mat", "books", "window", "otherprop")
+                "curtain", "floor mat", "window", "otherprop")  # otherprop: books, cups, boxes, cables
 STREET_CLASSES = ("road", "sidewalk", "building", "vegetation", "sky", "car", "person")
 
 
@@ -78,9 +78,12 @@ def room(rng: np.random.Generator, panorama: bool) -> tuple[list[Primitive], np.
 
     def free_spot(half_x: float, half_z: float) -> tuple[float, float] | None:
         # Off the camera (0.9 m away, or ahead for pinhole), off the other free-standing objects.
+        xs = (x0 + half_x + 0.05, x1 - half_x - 0.05)
+        zs = ((z0 if panorama else 1.5) + half_z + 0.05, z1 - half_z - 0.05)
+        if xs[1] <= xs[0] or zs[1] <= zs[0]:
+            return None  # does not fit in this room
         for _ in range(40):
-            x = rng.uniform(x0 + half_x + 0.05, x1 - half_x - 0.05)
-            z = rng.uniform((z0 if panorama else 1.5) + half_z + 0.05, z1 - half_z - 0.05)
+            x, z = rng.uniform(*xs), rng.uniform(*zs)
             clear = all(abs(x - tx) > half_x + hx or abs(z - tz) > half_z + hz for tx, tz, hx, hz in taken)
             if clear and (abs(x) > half_x + 0.9 or abs(z) > half_z + 0.9):
                 taken.append((x, z, half_x, half_z))
@@ -104,18 +107,18 @@ def room(rng: np.random.Generator, panorama: bool) -> tuple[list[Primitive], np.
             if h < 1.1 and rng.random() < 0.6:
                 wall, t = slot
                 furniture.props(b, rng, *_span(wall, t, w, d), wall.floor_y - h)
-    for _ in range(rng.integers(0, 3)):
-        w = rng.uniform(0.6, 1.2)
+    for _ in range(rng.integers(1, 3)):
+        w = rng.uniform(0.8, 1.5)
         slot = slots.take(w)
         if slot:
-            furniture.bookshelf(b, rng, *slot, w, rng.uniform(0.25, 0.4), rng.uniform(1.0, 2.2))
-    for _ in range(rng.integers(0, 4)):
-        w, h = rng.uniform(0.2, 0.9), rng.uniform(0.2, 0.7)
+            furniture.bookshelf(b, rng, *slot, w, rng.uniform(0.3, 0.45), rng.uniform(1.4, 2.2))
+    for _ in range(rng.integers(1, 4)):
+        w, h = rng.uniform(0.4, 1.0), rng.uniform(0.3, 0.8)
         slot = slots.take(w)
         if slot:
             furniture.picture(b, rng, *slot, w, h, rng.uniform(1.3, 1.9))
-    if rng.random() < 0.6:
-        w, d = rng.uniform(1.0, 2.5), rng.uniform(0.8, 1.8)
+    if rng.random() < 0.75:
+        w, d = rng.uniform(1.6, 3.0), rng.uniform(1.2, 2.4)
         x, z = rng.uniform(x0 + w / 2, x1 - w / 2), rng.uniform((z0 if panorama else 1.2) + d / 2, z1 - d / 2)
         b.box([x - w / 2, floor_y - 0.012, z - d / 2], [x + w / 2, floor_y, z + d / 2], "floor mat", "rug")
     for _ in range(rng.integers(1, 3)):
@@ -126,12 +129,12 @@ def room(rng: np.random.Generator, panorama: bool) -> tuple[list[Primitive], np.
         x, z = spot
         top = furniture.table(b, rng, x, z, w, d, h, floor_y)
         furniture.props(b, rng, (x - w / 2, x + w / 2), (z - d / 2, z + d / 2), top)
-        if rng.random() < 0.4:
-            r = rng.uniform(0.1, 0.18)
+        if rng.random() < 0.6:
+            r = rng.uniform(0.14, 0.22)
             lx, lz = x + rng.uniform(-w / 3, w / 3), z + rng.uniform(-d / 4, d / 4)
-            b.box([lx - 0.01, top - 0.3, lz - 0.01], [lx + 0.01, top, lz + 0.01], "lamp", "metal")
+            b.box([lx - 0.015, top - 0.3, lz - 0.015], [lx + 0.015, top, lz + 0.015], "lamp", "metal")
             b.sphere([lx, top - 0.3 - r * 0.8, lz], r, "lamp", "shade")
-        for side in rng.permutation(4)[: rng.integers(0, 5)]:
+        for side in rng.permutation(4)[: rng.integers(2, 5)]:
             dx, dz = ((1, 0), (-1, 0), (0, 1), (0, -1))[side]
             cx, cz = x + dx * (w / 2 + 0.15), z + dz * (d / 2 + 0.15)
             if dx == 0:
@@ -139,22 +142,22 @@ def room(rng: np.random.Generator, panorama: bool) -> tuple[list[Primitive], np.
             else:
                 cz += rng.uniform(-d / 4, d / 4)
             furniture.chair(b, rng, cx, cz, (dx, dz), floor_y)
-    for _ in range(rng.integers(0, 2)):
-        spot = free_spot(0.2, 0.2)
+    for _ in range(rng.integers(1, 3)):
+        spot = free_spot(0.3, 0.3)
         if spot:
             furniture.floor_lamp(b, rng, *spot, floor_y)
             wall = walls[int(rng.integers(len(walls)))]
             end = [spot[0], spot[1]]
             end[wall.axis // 2] = wall.at + wall.inward * 0.02
             furniture.cable(b, rng, spot, tuple(end), floor_y)
-    for _ in range(rng.integers(0, 4)):
-        s = rng.uniform(0.2, 0.5)
+    for _ in range(rng.integers(1, 4)):
+        s = rng.uniform(0.25, 0.55)
         spot = free_spot(s / 2, s / 2)
         if spot:
             x, z = spot
             h = s * rng.uniform(0.6, 1.2)
             b.box([x - s / 2, floor_y - h, z - s / 2], [x + s / 2, floor_y, z + s / 2], "otherprop", "cardboard")
-    for _ in range(rng.integers(0, 3)):
+    for _ in range(rng.integers(1, 3)):
         x, z = rng.uniform(x0 + 0.4, x1 - 0.4), rng.uniform((z0 if panorama else 1.5) + 0.4, z1 - 0.4)
         if abs(x) > 0.9 or abs(z) > 0.9:
             furniture.hanging_lamp(b, rng, x, z, ceil_y)
@@ -177,7 +180,7 @@ def street(rng: np.random.Generator) -> tuple[list[Primitive], np.ndarray]:
     """
     b = Builder(STREET_CLASSES)
     ground = rng.uniform(1.2, 1.6)
-    half_road = rng.uniform(3.5, 6.0)
+    half_road = rng.uniform(4.0, 7.0)
     walk = rng.uniform(2.0, 3.5)
     b.plane((0, -1, 0), -ground, "road")
     b.box([-half_road - walk, ground - 0.15, -5], [-half_road, ground, 300], "sidewalk")

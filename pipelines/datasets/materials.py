@@ -2,7 +2,7 @@
 
 A primitive names its material (`geometry.Plane/Box/Sphere.material`); several classes share a
 material and its per-scene colour (tables, chairs, cabinets and bookshelves are the same wood;
-curtains may be the wall's paint; the floor mat is the floor's colour in another pattern), so
+curtains and doors may be the wall's paint; the floor mat is striped fabric on a patterned floor), so
 a class is told by its pattern's scale and orientation, its shape and its context rather than
 by its colour. Patterns live in surface coordinates (u, v): on a face whose normal is world
 axis k, the other two axes measured from the box's minimum corner (from the origin for
@@ -38,6 +38,7 @@ class Palette:
     floor_period: float
     floor_axis: int  # world axis (0 = x, 2 = z) the planks run along
     curtain: np.ndarray
+    rug: np.ndarray
     fold_period: float
     rug_period: float
     seed: int
@@ -57,7 +58,8 @@ class Palette:
             floor_pattern=pattern,
             floor_period=rng.uniform(0.12, 0.4),
             floor_axis=int(rng.choice([0, 2])),
-            curtain=paint * rng.uniform(0.85, 1.0) if rng.random() < 0.5 else jitter(FABRICS[rng.integers(len(FABRICS))]),
+            curtain=paint * rng.uniform(0.85, 1.0) if rng.random() < 0.25 else jitter(FABRICS[rng.integers(len(FABRICS))]),
+            rug=jitter(FABRICS[rng.integers(len(FABRICS))]),
             fold_period=rng.uniform(0.08, 0.16),
             rug_period=rng.uniform(0.03, 0.07),
             seed=int(rng.integers(1 << 30)),
@@ -122,11 +124,11 @@ def _floor(p: Palette, pts: np.ndarray) -> np.ndarray:
 
 
 def _rug(p: Palette, across: np.ndarray, h: np.ndarray, v: np.ndarray, extent: np.ndarray, seg: np.ndarray) -> np.ndarray:
-    # The floor's colour, striped across the planks' direction at a finer scale, with a border.
+    # A fabric colour, striped across the planks' direction at a finer scale, with a border.
     stripe = np.sin(2 * np.pi * (v if p.floor_axis == 0 else h) / p.rug_period) > 0
     border = np.minimum(np.minimum(h, extent[:, 0] - h), np.minimum(v, extent[:, 2] - v)) < 0.06
     shade = np.where(border, 0.6, np.where(stripe, 1.05, 0.8))
-    return p.floor * shade[:, None]
+    return p.rug * shade[:, None]
 
 
 def _folds(p: Palette, h: np.ndarray, v: np.ndarray, face: np.ndarray) -> np.ndarray:

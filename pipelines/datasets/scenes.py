@@ -9,7 +9,7 @@
 
 Rooms (and panoramas) are hard on purpose, so that a network's computation matters: classes
 share materials and colours (`materials.py`: one wood for tables, chairs, cabinets and
-bookshelves; curtains in the wall's paint; the floor mat in the floor's colour) and differ in
+bookshelves; curtains and doors sometimes in the wall's paint) and differ in
 pattern scale, orientation, shape and context; furniture has thin legs, rods, frames, cables
 and clutter (`furniture.py`); a point light casts shadows (a second ray cast) with random
 ambient level, intensity and colour; the sensor adds exposure, gamma, vignetting, blur and
@@ -142,7 +142,7 @@ def _shade_room(
     material, lo, extent = _primitive_frames(prims)
     mat = material[hits.prim]
     colour = albedo(mat, points, hits.normal, lo[hits.prim], extent[hits.prim], segments, palette)
-    ambient, intensity = rng.uniform(0.15, 0.5), rng.uniform(0.7, 1.3)
+    ambient, intensity = rng.uniform(0.35, 0.55), rng.uniform(0.7, 1.0)
     light_colour = 1.0 + rng.uniform(-0.12, 0.12) * np.array([1.0, 0.0, -1.0])
     to_light = light - points
     dist = np.linalg.norm(to_light, axis=1)
@@ -165,13 +165,13 @@ def _sensor(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h, w, _ = rgb.shape
     rows, cols = np.mgrid[0:h, 0:w]
     r2 = ((rows - h / 2) / (h / 2)) ** 2 + ((cols - w / 2) / (w / 2)) ** 2
-    img = rgb * rng.uniform(0.8, 1.25) * (1.0 - rng.uniform(0.0, 0.3) * r2 / 2)[..., None]
-    img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.8, 1.2)
-    a = rng.uniform(0.0, 0.25)  # neighbour weight of the blur kernel (a, 1 - 2a, a) per axis
+    img = rgb * rng.uniform(0.9, 1.15) * (1.0 - rng.uniform(0.0, 0.2) * r2 / 2)[..., None]
+    img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.9, 1.1)
+    a = rng.uniform(0.0, 0.15)  # neighbour weight of the blur kernel (a, 1 - 2a, a) per axis
     pad = np.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
     img = (1 - 2 * a) * pad[1:-1] + a * (pad[:-2] + pad[2:])
     img = (1 - 2 * a) * img[:, 1:-1] + a * (img[:, :-2] + img[:, 2:])
-    return img * 255.0 + rng.normal(0.0, rng.uniform(1.5, 6.0), img.shape)
+    return img * 255.0 + rng.normal(0.0, rng.uniform(1.0, 2.5), img.shape)
 
 
 def _boundaries(segments: np.ndarray, depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
