@@ -341,7 +341,7 @@ def measured_time(net, config: PipelineConfig) -> dict[str, float]:
     from pag_model.timing import measure_time_ratio
 
     images = []
-    for batch in eval_batches(config.data.uri, config.data.eval_split, (), TIMING_IMAGES):
+    for batch in eval_batches(config.data.uri, config.data.eval_split, config.model.tasks, TIMING_IMAGES):
         if images and batch["image"].shape != images[0].shape:
             break
         images.append(batch["image"])
@@ -356,7 +356,7 @@ def calibrate(net, config: PipelineConfig, stage: StageConfig) -> dict[str, floa
     from pag_model.evaluation import pad_to_multiple
 
     split = config.data.train_split.split("+")[0]
-    batches = eval_batches(config.data.uri, split, (), CALIBRATION_IMAGES)
+    batches = eval_batches(config.data.uri, split, config.model.tasks, CALIBRATION_IMAGES)
     images = (pad_to_multiple(b["image"], net.output_stride) for b in batches)
     layers = calibrate_densities(net, images, stage.rho)
     return {
