@@ -4,10 +4,10 @@
 
 1. writes NYUv2-format scenes (the real `nyu_depth_v2_labeled.mat` layout, v7.3/HDF5),
 2. converts them to Parquet shards with the dataset converter,
-3. runs `configs/demo.yaml` once per seed (pipeline ids `demo-s0`, `demo-s1`, ...) on a local
-   Ray with 2 CPU train workers, MLflow in a SQLite file under the output directory: a dense
-   base, then from the same base checkpoint PAG at rho 0.5, a dense-continued control and the
-   paper's Table 2 baselines (truncation, layer skipping, a learned static mask),
+3. runs `configs/demo.yaml` on a local Ray with 2 CPU train workers, MLflow in a SQLite file
+   under the output directory: a dense base, then from that one checkpoint, once per seed
+   (stages `<name>-s<seed>`, `pipelines.config.repeat`), PAG at rho 0.5, a dense-continued
+   control and the paper's Table 2 baselines (truncation, layer skipping, a learned static mask),
 4. prints each seed's table and the summary over seeds (multiply-add and measured time ratios
    to dense, mIoU, ponder ratio near label changes, evaluated density), the claims checked,
    and writes `summary.json` and `front.png` (accuracy against computation saved, all seeds)
@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 
 from pipelines.cluster import describe, init_ray
 from pipelines.config import ConfigError, PipelineConfig, load_config
+from pipelines.config.repeat import repeat_over_seeds
 from pipelines.datasets.convert import convert
 from pipelines.datasets.write_formats import write_dataset
 from pipelines.atomic import write_json
@@ -58,12 +59,11 @@ def prepare_data(out: Path, scenes: dict[str, int] = SCENES, size: tuple[int, in
     return shards
 
 
-def demo_config(out: Path, seed: int = 0, overrides: Sequence[str] = ()) -> PipelineConfig:
-    """configs/demo.yaml with its paths moved under `out`, pipeline id `demo-s<seed>` and
-    `train.seed=<seed>`, then the user's overrides."""
+def demo_config(out: Path, seeds: int = SEEDS, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """configs/demo.yaml with its paths moved under `out` and the user's overrides, its
+    comparison (the stages branching off the base) repeated for seeds 0..seeds-1."""
     paths = [f"storage_path={out / 'runs'}", f"data.uri={out / 'shards' / 'nyuv2'}"]
-    seeded = [f"pipeline_id=demo-s{seed}", f"train.seed={seed}"]
-    return load_config(CONFIG, [*paths, *seeded, *overrides])
+    return repeat_over_seeds(load_config(CONFIG, [*paths, *overrides]), range(seeds))
 
 
 def write_summary(out: Path, rows: list[dict], metric: str, minutes: float, seeds: int) -> tuple[Path, list[dict]]:
@@ -71,7 +71,7 @@ def write_summary(out: Path, rows: list[dict], metric: str, minutes: float, seed
     checks = check_claims(rows, metric)
     summary = {"minutes": minutes, "seeds": seeds, "metric": metric, "points": rows, "checks": checks}
     path = write_json(out / "summary.json", summary)
-    points = [FrontPoint(f"{r['name']} s{r['seed']}", r["metrics"]["macs"], r["metrics"][metric], r) for r in rows]
+    points = [FrontPoint(r["stage"], r["metrics"]["macs"], r["metrics"][metric], r) for r in rows]
     plot_front(points, out / "front.png", metric)
     return path, checks
 
@@ -79,7 +79,7 @@ def write_summary(out: Path, rows: list[dict], metric: str, minutes: float, seed
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="demo_out", help="output directory (data, runs, MLflow, summary)")
-    parser.add_argument("--seeds", type=int, default=SEEDS, help="pipelines to run, seeds 0..N-1")
+    parser.add_argument("--seeds", type=int, default=SEEDS, help="repeats of the comparison, seeds 0..N-1")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--scenes", type=int, nargs=2, default=[SCENES["train"], SCENES["test"]],
                         metavar=("TRAIN", "TEST"), help="generated scenes per split")
@@ -87,42 +87,39 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.seeds < 1:
         print(f"error: --seeds={args.seeds}: expected at least 1", file=sys.stderr)
         return 2
-    out = Path(args.out).resolve()
-    start = time.monotonic()
-    try:
-        configs = [demo_config(out, seed, args.set) for seed in range(args.seeds)]
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     if min(args.scenes) < 1:
         print(f"error: --scenes {args.scenes[0]} {args.scenes[1]}: expected at least 1 scene per split", file=sys.stderr)
         return 2
+    out = Path(args.out).resolve()
+    start = time.monotonic()
+    try:
+        config = demo_config(out, args.seeds, args.set)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     prepare_data(out, {"train": args.scenes[0], "test": args.scenes[1]})
     try:
-        for config in configs:
-            preflight(config)
-            check_recorded(config)
+        preflight(config)
+        check_recorded(config)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     session = init_ray(None, worker_logs=False)
     if describe(session):
         print(f"[demo] {describe(session)}")
-    first = configs[0]
-    print(f"[demo] {args.seeds} seed(s) x {len(first.stages)} stages, {first.scaling.num_workers} CPU workers; progress below")
-    rows: list[dict] = []
-    for seed, config in enumerate(configs):
-        print(f"[demo] seed {seed}: pipeline {config.pipeline_id}")
-        try:
-            with ProgressConsole(prefix="[demo] ") as console:
-                result = run_pipeline(config, progress=console.line)
-        except (KeyboardInterrupt, SystemExit):  # Ray Train's Ctrl-C handler ends with sys.exit
-            print(f"[demo] {RESUME_HINT}", file=sys.stderr)
-            return 130
-        print()
-        print(front_table(result, config))
-        rows += summary_points(result.points, {r.stage: r.metrics for r in result.records}, seed)
-    metric = first.tracking.front_metric
+    print(f"[demo] {len(config.stages)} stages ({args.seeds} seed(s) of the comparison), "
+          f"{config.scaling.num_workers} CPU workers; progress below")
+    try:
+        with ProgressConsole(prefix="[demo] ") as console:
+            result = run_pipeline(config, progress=console.line)
+    except (KeyboardInterrupt, SystemExit):  # Ray Train's Ctrl-C handler ends with sys.exit
+        print(f"[demo] {RESUME_HINT}", file=sys.stderr)
+        return 130
+    print()
+    print(front_table(result, config))
+    stages = {s.name: s for s in config.stages}
+    rows = summary_points(result.points, {r.stage: r.metrics for r in result.records}, stages, config.train.seed)
+    metric = config.tracking.front_metric
     minutes = (time.monotonic() - start) / 60
     path, checks = write_summary(out, rows, metric, minutes, args.seeds)
     print()
@@ -134,7 +131,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         value = "-" if c["value"] is None else f"{c['value']:.3f}"
         print(f"  {'ok  ' if c['ok'] else 'MISS'} seed {c['seed']}: {c['claim']}: {value}")
     print(f"summary: {path}; front of every seed: {out / 'front.png'}")
-    print(f"pictures (image | ground truth | prediction; ponder maps) per stage: {out / 'runs'}/<pipeline>/eval/")
+    print(f"pictures (image | ground truth | prediction; ponder maps) per stage: {out / 'runs' / config.pipeline_id / 'eval'}")
+    print(f"front plot and CSV: artifacts front/front.png, front/front.csv of MLflow run {result.parent_run_id}")
     print(f"[demo] finished in {minutes:.1f} min. Open the results with:")
     print(f"  mlflow ui --backend-store-uri {result.tracking_uri}")
     return 0

@@ -100,6 +100,8 @@ class StageConfig:
         truncate: `truncated` stages: how many of the top gateable blocks lose their 3x3 conv.
         match: `truncated` stages: an earlier stage whose evaluated multiply-add ratio the
             truncation matches as closely as whole blocks allow (instead of `truncate`).
+        seed: the stage's random seed (data order, new gates' initial weights, Gumbel noise);
+            None = train.seed. Repeats of a comparison from one checkpoint differ only by it.
         gate_init: the gates' initial probability of computing (a new gate's bias). With Adam
             a bias moves about `lr` per step, so input-independent gates (static_mask) and
             per-image gates (layer_skip) need a start nearer their rho to reach it in a short
@@ -124,6 +126,7 @@ class StageConfig:
     init: Optional[str] = None
     truncate: Optional[int] = None
     match: Optional[str] = None
+    seed: Optional[int] = None
     gate_init: float = 0.95
     calibrate: bool = False
 

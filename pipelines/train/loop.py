@@ -83,7 +83,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(train["seed"] + rank)
+    seed = train["seed"] if stage.get("seed") is None else stage["seed"]
+    torch.manual_seed(seed + rank)
     device = ray.train.torch.get_device()
 
     net = build_model(model_cfg, stage)

@@ -148,7 +148,7 @@ def train_stage(
             failure_config=FailureConfig(max_failures=config.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
-        datasets={"train": _train_data(config, data_limits, train_dataset)},
+        datasets={"train": _train_data(config, stage, data_limits, train_dataset)},
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest_options(data_limits)),
     )
     try:
@@ -236,12 +236,14 @@ def _remove(uri: str) -> None:
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _train_data(config: PipelineConfig, limits: Any, train_dataset: Any) -> Any:
-    """The training split(s); `train+val` trains on the union (BSDS500's protocol)."""
+def _train_data(config: PipelineConfig, stage: Any, limits: Any, train_dataset: Any) -> Any:
+    """The training split(s), shuffled by the stage's seed; `train+val` trains on the union
+    (BSDS500's protocol)."""
     splits = config.data.train_split.split("+")
+    seed = config.train.seed if stage.seed is None else stage.seed
     parts = [
         train_dataset(
-            config.data.uri, split, config.data.crop, config.model.tasks, seed=config.train.seed, resources=limits
+            config.data.uri, split, config.data.crop, config.model.tasks, seed=seed, resources=limits
         )
         for split in splits
     ]

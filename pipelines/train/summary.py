@@ -12,6 +12,7 @@ import math
 import statistics
 from typing import Any, Optional, Sequence
 
+from pipelines.config.repeat import unseeded
 from pipelines.tracking.front import FrontPoint
 
 PONDER_MIN = 1.2  # mean ponder within 8 px of a label change / elsewhere, for PAG
@@ -24,15 +25,25 @@ def evaluated_density(metrics: dict[str, float]) -> Optional[float]:
     return sum(values) / len(values) if values else None
 
 
-def summary_points(points: Sequence[FrontPoint], metrics: dict[str, dict[str, float]], seed: int) -> list[dict[str, Any]]:
+def summary_points(points: Sequence[FrontPoint], metrics: dict[str, dict[str, float]], stages: dict[str, Any], seed: int) -> list[dict[str, Any]]:
     """One row per point of a finished pipeline (`curriculum.stage_points`), with every
-    evaluation metric of its stage (`metrics[stage]`)."""
+    evaluation metric of its stage (`metrics[stage]`). A stage repeated over seeds
+    (`pipelines.config.repeat`) is named by its own name, with its seed; others get `seed`.
+
+    Args:
+        points: the pipeline's points.
+        metrics: stage name -> its evaluation metrics.
+        stages: stage name -> StageConfig.
+        seed: the seed of stages that were not repeated (train.seed).
+    """
     rows = []
     for p in points:
         m = metrics[p.name]
+        name, own_seed = unseeded(stages[p.name])
         rows.append({
-            "name": p.name,
-            "seed": seed,
+            "name": name,
+            "stage": p.name,
+            "seed": seed if own_seed is None else own_seed,
             "kind": p.extra["kind"],
             "method": p.extra["method"],
             "rho": p.extra.get("rho"),

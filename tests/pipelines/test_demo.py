@@ -1,8 +1,8 @@
-"""The README's demo as a user runs it (`python -m pipelines.demo`), shrunk to seconds: two
-seeds of a base, PAG with density calibration, the dense control and matched truncation on a
+"""The README's demo as a user runs it (`python -m pipelines.demo`), shrunk to seconds: a base,
+then two seeds of PAG with density calibration, the dense control and matched truncation on a
 few generated scenes. Checks what the demo promises to write: the summary JSON with every
 seed's points (kind, method, ratios, metrics), the claims recomputed from those points, the
-printed table, the front figure, and one MLflow parent run per seed."""
+printed table, the front figure, and the MLflow runs (one pipeline, a run per stage)."""
 from __future__ import annotations
 
 import json
@@ -69,6 +69,11 @@ def test_demo_writes_its_summary_over_seeds(tmp_path):
 
     client = MlflowClient(f"sqlite:///{out / 'runs' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("pag-demo")
-    parents = client.search_runs([experiment.experiment_id], "tags.pag_kind = 'pipeline'")
-    assert sorted(r.info.run_name for r in parents) == ["demo-s0", "demo-s1"]
-    assert all(r.info.status == "FINISHED" for r in parents)
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.pag_kind = 'pipeline'")
+    assert parent.info.run_name == "demo" and parent.info.status == "FINISHED"
+    stages = client.search_runs([experiment.experiment_id], "tags.pag_kind = 'stage'")
+    # The base once, the comparison once per seed, each seed's stage with its own seed.
+    assert sorted(r.data.tags["pag_stage"] for r in stages) == sorted(
+        ["base"] + [f"{n}-s{s}" for s in (0, 1) for n in ("pag-rho-0_5", "dense-control", "truncated")]
+    )
+    assert {r.data.params.get("stage.seed") for r in stages if r.data.tags["pag_stage"].endswith("-s1")} == {"1"}

@@ -132,3 +132,22 @@ def test_shipped_table2_config_builds_every_stage_at_paper_scale():
         assert out.shape == (1, 40, 64, 64)
         if stage.kind not in ("dense",) and stage.gated:
             assert len(net.gated_blocks()) == 10  # ResNet-50 Res3-Res5: 3 + 5 + 2 identity-shortcut blocks
+
+
+def test_the_comparison_repeats_over_seeds_from_one_checkpoint():
+    from pipelines.config.repeat import repeat_over_seeds, unseeded
+
+    cfg = from_dict(_config(
+        {"name": "pag", "iterations": 1, "init": "base", "gated": GATED, "rho": 0.5},
+        {"name": "trunc", "iterations": 1, "kind": "truncated", "init": "base", "gated": GATED, "match": "pag"},
+    ))
+    out = repeat_over_seeds(cfg, [0, 3])
+    rows = [(s.name, s.init, s.match, s.seed) for s in out.stages]
+    assert rows == [
+        ("base", None, None, None),
+        ("pag-s0", "base", None, 0), ("trunc-s0", "base", "pag-s0", 0),
+        ("pag-s3", "base", None, 3), ("trunc-s3", "base", "pag-s3", 3),
+    ]
+    assert [unseeded(s) for s in out.stages] == [("base", None), ("pag", 0), ("trunc", 0), ("pag", 3), ("trunc", 3)]
+    with pytest.raises(ConfigError, match="no stage has `init`"):
+        repeat_over_seeds(from_dict(_config()), [0])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipelines.config import StageConfig
 from pipelines.tracking.front import FrontPoint
 from pipelines.train.summary import check_claims, evaluated_density, summary_points, summary_table
 
@@ -22,8 +23,8 @@ def test_evaluated_density_is_the_mean_over_gated_layers():
 def test_summary_points_carry_kind_method_and_every_metric():
     p = FrontPoint("pag", 7.0, 0.5, {"kind": "pag", "method": "pag", "rho": 0.5})
     metrics = {"pag": {"macs_ratio": 0.6, "time_ratio": 0.8, "ponder/boundary_ratio": 1.5, "density/x": 0.45, METRIC: 0.5}}
-    (row,) = summary_points([p], metrics, seed=2)
-    assert row["seed"] == 2 and row["kind"] == "pag" and row["method"] == "pag" and row["rho"] == 0.5
+    (row,) = summary_points([p], metrics, {"pag": StageConfig("pag", 1)}, seed=2)
+    assert row["seed"] == 2 and row["name"] == "pag" and row["kind"] == "pag" and row["method"] == "pag" and row["rho"] == 0.5
     assert (row["macs_ratio"], row["time_ratio"], row["ponder_boundary_ratio"], row["density"]) == (0.6, 0.8, 1.5, 0.45)
     assert row["metrics"] == metrics["pag"]
 
@@ -54,3 +55,9 @@ def test_table_gives_mean_and_range_over_seeds():
     table = summary_table(rows, METRIC)
     line = table.splitlines()[1]
     assert line.startswith("pag") and "0.70 [0.60..0.80]" in line and "0.700 [0.700..0.700]" in line
+
+
+def test_repeated_stages_are_named_by_their_own_name_and_seed():
+    p = FrontPoint("pag-s1", 7.0, 0.5, {"kind": "pag", "method": "pag", "rho": 0.5})
+    (row,) = summary_points([p], {"pag-s1": {"macs_ratio": 0.6}}, {"pag-s1": StageConfig("pag-s1", 1, seed=1)}, seed=0)
+    assert (row["name"], row["stage"], row["seed"]) == ("pag", "pag-s1", 1)
