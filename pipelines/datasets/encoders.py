@@ -17,13 +17,10 @@ from pipelines.datasets.files import write_jpeg, write_mat, write_png
 from pipelines.datasets.scenes import CITYSCAPES_CAMERA, Scene, scaled_intrinsics
 
 N_ANNOTATORS = 5
-ROOM_TO_NYU40 = {"wall": 0, "floor": 1, "cabinet": 2, "chair": 4, "table": 6, "door": 7, "window": 8, "bookshelf": 9,
-                 "picture": 10, "curtain": 15, "floor mat": 19, "ceiling": 21, "lamp": 34, "otherprop": 39}
+ROOM_TO_NYU40 = {"wall": 0, "floor": 1, "cabinet": 2, "table": 6, "door": 7, "ceiling": 21, "lamp": 34}
 N_RAW_LABELS = 894
 ROOM_TO_S2D3D = {"wall": "wall", "floor": "floor", "ceiling": "ceiling", "cabinet": "bookcase",
-                 "table": "table", "door": "door", "lamp": "clutter", "chair": "chair", "bookshelf": "bookcase",
-                 "picture": "board", "curtain": "clutter", "floor mat": "clutter",
-                 "window": "window", "otherprop": "clutter"}
+                 "table": "table", "door": "door", "lamp": "clutter"}
 S2D3D_VOID_INDEX = 0x0D0D0D  # colour of missing pixels in the real semantic PNGs
 STREET_TO_LABEL_ID = {"road": 7, "sidewalk": 8, "building": 11, "vegetation": 21, "sky": 23,
                       "person": 24, "car": 26}

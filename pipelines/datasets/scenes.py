@@ -7,13 +7,8 @@
 - "pano":   equirectangular panorama (Stanford-2D-3D style) from the middle of a room, with
             black void rows at the top and bottom like the real panoramas.
 
-Rooms (and panoramas) are hard on purpose, so that a network's computation matters: classes
-share materials and colours (`materials.py`: one wood for tables, chairs, cabinets and
-bookshelves; curtains and doors sometimes in the wall's paint) and differ in
-pattern scale, orientation, shape and context; furniture has thin legs, rods, frames, cables
-and clutter (`furniture.py`); a point light casts shadows (a second ray cast) with random
-ambient level, intensity and colour; the sensor adds exposure, gamma, vignetting, blur and
-noise. Streets keep a solid checker texture per class, shaded by the sun. Depth is exact (z for pinhole
+Each class has its own colour and a solid checker texture of its own scale, shaded by a light,
+so a small network can learn the classes from local appearance. Depth is exact (z for pinhole
 cameras, distance from the centre for panoramas), normals are exact (camera frame for pinhole
 cameras; for panoramas the global frame x east, y north, z up, plus the paper's local frame),
 and boundaries mark segment changes and depth jumps. Deterministic by seed.
@@ -26,8 +21,7 @@ from typing import Optional
 import numpy as np
 
 from pipelines.datasets import layouts
-from pipelines.datasets.geometry import Box, Plane, Sphere, cast, nearest
-from pipelines.datasets.materials import EMISSIVE, MATERIALS, Palette, albedo
+from pipelines.datasets.geometry import cast
 
 KINDS = ("room", "street", "pano")
 NYU_CAMERA = (518.857901, 519.469611, 325.582449, 253.736166, 640, 480)  # fx fy cx cy W H
@@ -35,7 +29,10 @@ CITYSCAPES_CAMERA = (2262.52, 2265.3017905988554, 1096.98, 513.137, 2048, 1024)
 VOID_ELEVATION = np.deg2rad(72.0)  # panorama rows beyond +-72 degrees are void
 DEPTH_JUMP = 0.1  # relative depth change between neighbours that makes a boundary
 
-# Street looks per class: RGB base colour, checker period (m) and checker contrast. Index = class id.
+# Per class: RGB base colour, checker period (m) and checker contrast. Index = class id.
+ROOM_LOOK = [((200, 190, 160), 0.50, 0.10), ((120, 80, 50), 0.30, 0.25), ((235, 235, 240), 1.00, 0.05),
+             ((60, 90, 150), 0.15, 0.30), ((70, 140, 90), 0.08, 0.20), ((140, 40, 40), 0.25, 0.15),
+             ((250, 220, 60), 0.05, 0.35)]
 STREET_LOOK = [((90, 90, 95), 0.60, 0.15), ((180, 160, 150), 0.40, 0.30), ((150, 100, 80), 1.50, 0.25),
                ((40, 130, 40), 0.30, 0.35), ((135, 185, 235), 1.00, 0.00), ((200, 30, 30), 0.70, 0.10),
                ((230, 180, 140), 0.20, 0.30)]
@@ -109,69 +106,6 @@ def _shade(
     rgb = base * (checker * (0.45 + 0.55 * lambert) * tint)[:, None]
     rgb = np.where(hit[:, None], rgb, 0.0)
     return rgb * 255.0 + rng.normal(0.0, 2.0, rgb.shape)
-
-
-def _primitive_frames(prims: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per primitive (+ one row for "no hit"): material index (P+1,), minimum corner and size
-    (P+1, 3) for surface coordinates (planes: origin and inf; spheres: bounding cube)."""
-    material = np.array([MATERIALS.index(p.material) for p in prims] + [-1])
-    lo = np.zeros((len(prims) + 1, 3))
-    extent = np.full((len(prims) + 1, 3), np.inf)
-    for i, p in enumerate(prims):
-        if isinstance(p, Box):
-            lo[i], extent[i] = p.lo, p.hi - p.lo
-        elif isinstance(p, Sphere):
-            lo[i], extent[i] = p.centre - p.radius, 2 * p.radius
-        elif not isinstance(p, Plane):
-            raise TypeError(f"unknown primitive {type(p).__name__}")
-    return material, lo, extent
-
-
-def _shade_room(
-    prims: list,
-    hits,
-    points: np.ndarray,
-    segments: np.ndarray,
-    light: np.ndarray,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """(N, 3) linear RGB in [0, ~1.3] per ray: material albedo x (ambient + point light with
-    shadows and falloff) x light colour, per-segment tint; emissive materials ignore light.
-    points (N, 3) world hit points; segments (N,) ids; rays without a hit are black."""
-    palette = Palette.draw(rng)
-    material, lo, extent = _primitive_frames(prims)
-    mat = material[hits.prim]
-    colour = albedo(mat, points, hits.normal, lo[hits.prim], extent[hits.prim], segments, palette)
-    ambient, intensity = rng.uniform(0.35, 0.55), rng.uniform(0.7, 1.0)
-    light_colour = 1.0 + rng.uniform(-0.12, 0.12) * np.array([1.0, 0.0, -1.0])
-    to_light = light - points
-    dist = np.linalg.norm(to_light, axis=1)
-    lambert = np.clip(np.einsum("ij,ij->i", hits.normal, to_light) / np.maximum(dist, 1e-9), 0.0, 1.0)
-    hit = hits.prim >= 0
-    blocked = np.zeros(len(points), bool)
-    shadow_t, _ = nearest(light, points[hit] - light, prims)  # t < 1: something between light and point
-    blocked[hit] = shadow_t < 0.999
-    emissive = np.isin(mat, [MATERIALS.index(m) for m in EMISSIVE])
-    lit = ambient + intensity * lambert * ~blocked / (1.0 + (dist / 4.0) ** 2)
-    lit = np.where(emissive, 1.0, lit)
-    tint = 1.0 + 0.06 * np.sin(segments * 12.9898)
-    rgb = colour * (lit * tint)[:, None] * light_colour
-    return np.where(hit[:, None], rgb, 0.0)
-
-
-def _sensor(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(H, W, 3) linear RGB in [0, ~1] -> (H, W, 3) float 0..255: exposure, gamma, vignetting,
-    a small blur (3-tap, random strength) and Gaussian noise."""
-    h, w, _ = rgb.shape
-    rows, cols = np.mgrid[0:h, 0:w]
-    r2 = ((rows - h / 2) / (h / 2)) ** 2 + ((cols - w / 2) / (w / 2)) ** 2
-    img = rgb * rng.uniform(0.9, 1.15) * (1.0 - rng.uniform(0.0, 0.2) * r2 / 2)[..., None]
-    img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.9, 1.1)
-    a = rng.uniform(0.0, 0.15)  # neighbour weight of the blur kernel (a, 1 - 2a, a) per axis
-    pad = np.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    img = (1 - 2 * a) * pad[1:-1] + a * (pad[:-2] + pad[2:])
-    img = (1 - 2 * a) * img[:, 1:-1] + a * (img[:, :-2] + img[:, 2:])
-    return img * 255.0 + rng.normal(0.0, rng.uniform(1.0, 2.5), img.shape)
 
 
 def _boundaries(segments: np.ndarray, depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -259,10 +193,8 @@ def render_scene(
     cls = np.array([p.cls for p in prims] + [0])[hits.prim]
     segments = np.where(valid, np.array([p.segment for p in prims] + [0])[hits.prim], 0)
     class_names = layouts.STREET_CLASSES if kind == "street" else layouts.ROOM_CLASSES
-    if kind == "street":
-        rgb = _shade(dirs * t[:, None], hits.normal, cls, segments, valid, STREET_LOOK, light, False, rng)
-    else:
-        rgb = _sensor(_shade_room(prims, hits, dirs * t[:, None], segments, light, rng).reshape(h, w, 3), rng).reshape(-1, 3)
+    looks = STREET_LOOK if kind == "street" else ROOM_LOOK
+    rgb = _shade(dirs * t[:, None], hits.normal, cls, segments, valid, looks, light, kind != "street", rng)
     semantic = np.where(valid, cls, 255)
     depth = t
     normals = hits.normal @ rot  # world -> camera frame (rot is world-from-camera)

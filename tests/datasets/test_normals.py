@@ -90,10 +90,8 @@ def test_matches_naive_per_pixel_fit_on_curved_surface():
     normals, valid = normals_from_depth(scene.depth, scene.intrinsics)
     rng = np.random.default_rng(0)
     compared = 0
-    assert valid.mean() > 0.9  # only pixels of one- or two-pixel-wide parts (rods, legs) lack neighbours
-    for r, c in zip(rng.integers(0, 48, 100), rng.integers(0, 64, 100)):
-        if not valid[r, c]:
-            continue
+    for r, c in zip(rng.integers(0, 48, 60), rng.integers(0, 64, 60)):
+        assert valid[r, c]
         expected, conditioned = naive_normal(points, scene.depth, r, c)
         if conditioned:
             assert angle_deg(normals[r, c], expected) < 0.1

