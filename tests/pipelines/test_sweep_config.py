@@ -39,15 +39,21 @@ def write(tmp_path: Path, sweep: dict, stages: list | None = None, **top) -> Pat
     return path
 
 
-@pytest.mark.parametrize(
-    "name,lam_range",
-    [("sweep_demo.yaml", (1e-3, 0.3)), ("nyuv2_seg_sweep.yaml", (1e-5, 1e-2))],  # paper: 1e-5..1e-2
-)
-def test_shipped_sweep_configs_load(name, lam_range):
-    pipeline, sweep = load_sweep_config(REPO / "configs" / name)
+def test_shipped_paper_sweep_config_loads():
+    pipeline, sweep = load_sweep_config(REPO / "configs" / "nyuv2_seg_sweep.yaml")
     check_space(pipeline, sweep)
-    assert sweep.space["lam"].log and (sweep.space["lam"].low, sweep.space["lam"].high) == lam_range
+    assert sweep.space["lam"].log and (sweep.space["lam"].low, sweep.space["lam"].high) == (1e-5, 1e-2)  # paper
     assert sweep.base == "curriculum:multipool"
+
+
+def test_shipped_demo_sweep_is_a_grid_whose_rho_spans_the_front():
+    pipeline, sweep = load_sweep_config(REPO / "configs" / "sweep_demo.yaml")
+    check_space(pipeline, sweep)
+    assert sweep.algorithm == "grid" and sweep.base == "curriculum:base"
+    rhos = sweep.space["rho"].choices
+    assert min(rhos) <= 0.3 and max(rhos) == 1.0  # 0.34 + 0.66 rho of dense MACs: 0.54..1.0
+    assert all(1e-3 <= lam <= 1e-2 for lam in sweep.space["lam"].choices)
+    assert pipeline.model.backbone == "resnet_demo" and all(s.calibrate for s in pipeline.stages)
 
 
 def test_forms_of_a_searched_value():
