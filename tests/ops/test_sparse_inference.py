@@ -23,19 +23,7 @@ from pag_model.sparse import (
     to_perforated,
 )
 
-BACKENDS = ["reference", pytest.param("cpp", marks=pytest.mark.slow)]
-
-
-@pytest.fixture(autouse=True)
-def _reference_unless_parametrised(monkeypatch) -> None:
-    """Quick tests never trigger the C++ build; the `backend` fixture overrides this."""
-    monkeypatch.setenv(BACKEND_ENV, "reference")
-
-
-@pytest.fixture
-def backend(request, monkeypatch) -> str:
-    monkeypatch.setenv(BACKEND_ENV, request.param)
-    return request.param
+from tests.support.backends import BACKENDS, _reference_unless_parametrised, backend  # noqa: F401 (fixtures)
 
 
 def randomise(model: nn.Module) -> None:
