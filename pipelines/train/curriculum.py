@@ -246,19 +246,19 @@ def resolve_stage(config: PipelineConfig, index: int, records: Sequence[StageRec
 
 def truncation_for_ratio(model: dict, stage: dict, target: float, size: tuple[int, int]) -> int:
     """The number of top gated blocks to truncate whose multiply-add ratio to the dense
-    network is closest to `target` (ties: fewer blocks)."""
+    network is closest to `target` (ties: fewer blocks). `count_macs`'s own ratio is that
+    ratio: a truncated block's dense count is its 3x3 conv at every pixel, and open or closed
+    gates compute no logits."""
     import torch
 
     from pag_model.flops import count_macs
 
-    dense = build_model(model, {**stage, "kind": "dense", "gated": []}).eval()
     image = torch.zeros(1, 3, *size)
-    dense_macs = float(count_macs(dense, image).macs[0])
-    n = len(build_model(model, {**stage, "truncate": None}).gated_blocks())
+    blocks = len(build_model(model, {**stage, "truncate": None}).gated_blocks())
     gaps = []
-    for k in range(1, n + 1):
+    for k in range(1, blocks + 1):
         net = build_model(model, {**stage, "truncate": k}).eval()
-        gaps.append((abs(float(count_macs(net, image).macs[0]) / dense_macs - target), k))
+        gaps.append((abs(float(count_macs(net, image).ratio[0]) - target), k))
     return min(gaps)[1]
 
 
