@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pipelines.atomic import atomic_path
-from pipelines.config import PipelineConfig, SweepConfig, load_config
+from pipelines.config import PipelineConfig, SweepConfig, from_dict, load_config
 from pipelines.sweeps.plot import plot_sweep
 from pipelines.sweeps.space import COST, SCORE
 from pipelines.tracking.front import FrontPoint, champion, pareto_front
 from pipelines.tracking.publish import publish_front
 from pipelines.tracking.tracker import Tracker
 from pipelines.train.curriculum import stage_points
+from pipelines.train.recorded import read_recorded
 from pipelines.train.stages import read_record
 
 
@@ -57,10 +58,14 @@ class SweepResult:
 def curriculum_points(sweep: SweepConfig, pipeline: PipelineConfig) -> list[FrontPoint]:
     """The curriculum's finished points (`pipelines.train.curriculum.stage_points`: its PAG
     rho stages, the Table 2 baselines and the dense control, each with its kind and method)
-    as front points named `curriculum-<stage>`; none without `sweep.curriculum`."""
+    as front points named `curriculum-<stage>`; none without `sweep.curriculum`. The stages
+    are those of the config the curriculum recorded when it ran, else of its YAML."""
     if not sweep.curriculum:
         return []
     staged = load_config(sweep.curriculum)
+    recorded = read_recorded(staged)  # what ran: e.g. the demo repeats its comparison per seed
+    if recorded is not None:
+        staged = from_dict(recorded)
     metric = pipeline.tracking.front_metric
     records = [r for r in (read_record(staged, s) for s in staged.stages) if r is not None and metric in r.metrics]
     points = []
