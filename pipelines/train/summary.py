@@ -93,7 +93,9 @@ def summary_table(rows: Sequence[dict[str, Any]], metric: str) -> str:
     ponder ratio and evaluated density."""
     names = list(dict.fromkeys(r["name"] for r in rows))
     short = metric.split("/")[-1]
-    lines = [f"{'point':<16}{'method':<12}{'rho':>5}  {'MACs':<17}{'time':<17}{short:<20}{'ponder':<17}{'density':<17}"]
+    widths = (17, 17, 20, 17, 17)
+    heads = ("MACs", "time", short, "ponder", "density")
+    lines = [f"{'point':<16}{'method':<12}{'rho':>5}  " + "".join(f"{h:<{w}}" for h, w in zip(heads, widths))]
     for name in names:
         own = [r for r in rows if r["name"] == name]
         first = own[0]
@@ -105,7 +107,7 @@ def summary_table(rows: Sequence[dict[str, Any]], metric: str) -> str:
             _spread([r["ponder_boundary_ratio"] for r in own], 2),
             _spread([r["density"] for r in own], 2),
         ]
-        lines.append(f"{name:<16}{first['method']:<12}{rho:>5}  " + "".join(f"{c:<17}" if i != 2 else f"{c:<20}" for i, c in enumerate(cells)))
+        lines.append(f"{name:<16}{first['method']:<12}{rho:>5}  " + "".join(f"{c:<{w}}" for c, w in zip(cells, widths)))
     return "\n".join(lines)
 
 
